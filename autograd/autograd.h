@@ -1,0 +1,300 @@
+/* autograd.h - the vlm tensor library: dtypes, tensors, arenas, the tape, ops,
+ * the parameter store, GEMM dispatch and the gradient checker.
+ *
+ * Conventions
+ *  - Tensors are contiguous, row-major, up to 4 dims. Ops that change layout
+ *    (permute, slice, concat) materialise a new tensor.
+ *  - Every op takes the context first and returns a new tensor allocated in the
+ *    context's activation arena, or NULL with vlm_last_error() set. Ops accept
+ *    NULL inputs and return NULL without touching the error, so a chain of ops
+ *    can be checked once at its end.
+ *  - While grad mode is on and any input requires grad, an op appends a node to
+ *    the tape; vlm_backward() walks the tape in reverse. Inputs that do not
+ *    require grad (frozen parameters, data) get no backward work.
+ *  - Parameters live in a vlm_params store: one flat f32 buffer for values and
+ *    one for grads. Their grads accumulate across backward calls until
+ *    vlm_params_zero_grad(); activation grads live in the arena.
+ */
+#ifndef VLM_AUTOGRAD_H
+#define VLM_AUTOGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VLM_MAX_DIMS 4
+#define VLM_MAX_INPUTS 8
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Message of the last failure in this thread ("" if none). */
+const char *vlm_last_error(void);
+/* Sets the thread's error message (printf-style) and returns -1. */
+int vlm_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void vlm_clear_error(void);
+
+/* ---- dtypes ------------------------------------------------------------ */
+
+typedef enum { VLM_F32, VLM_BF16, VLM_F16, VLM_I32, VLM_U8, VLM_DTYPE_COUNT } vlm_dtype;
+
+size_t vlm_dtype_size(vlm_dtype dt);
+const char *vlm_dtype_name(vlm_dtype dt);
+uint16_t vlm_f32_to_bf16(float x); /* round to nearest even; NaN stays NaN */
+float vlm_bf16_to_f32(uint16_t x);
+uint16_t vlm_f32_to_f16(float x); /* round to nearest even, overflow -> Inf */
+float vlm_f16_to_f32(uint16_t x);
+/* Converts n elements; float -> int conversions round to nearest and saturate. */
+void vlm_convert(void *dst, vlm_dtype dst_dt, const void *src, vlm_dtype src_dt, int64_t n);
+
+/* ---- tensors and the context ------------------------------------------- */
+
+typedef struct vlm_tensor {
+    vlm_dtype dtype;
+    int ndim;
+    int64_t shape[VLM_MAX_DIMS];
+    int64_t numel;
+    void *data;         /* numel elements of dtype */
+    float *grad;        /* f32, numel; NULL until a backward reaches it */
+    bool requires_grad; /* leaf: set by the user; op output: any input requires it */
+    bool is_param;      /* lives in a vlm_params store; grad accumulates */
+    const char *name;   /* parameters: their HF name */
+} vlm_tensor;
+
+typedef struct vlm_ctx vlm_ctx;
+
+/* arena_chunk_bytes: size of each arena block (0 = 64 MiB); blocks are added as
+ * needed and kept for reuse after vlm_ctx_reset(). */
+vlm_ctx *vlm_ctx_new(size_t arena_chunk_bytes);
+void vlm_ctx_free(vlm_ctx *ctx);
+/* Forgets the tape and every arena allocation (call after the optimizer step). */
+void vlm_ctx_reset(vlm_ctx *ctx);
+/* 64-byte aligned scratch memory that lives until the next reset. */
+void *vlm_arena_alloc(vlm_ctx *ctx, size_t bytes);
+size_t vlm_arena_used(const vlm_ctx *ctx);
+size_t vlm_arena_peak(const vlm_ctx *ctx);
+
+/* Grad mode: returns the previous setting, so scopes nest:
+ *   bool prev = vlm_set_grad_enabled(ctx, false); ...; vlm_set_grad_enabled(ctx, prev); */
+bool vlm_set_grad_enabled(vlm_ctx *ctx, bool enabled);
+bool vlm_grad_enabled(const vlm_ctx *ctx);
+
+/* Seeded RNG stream used by dropout; saved/restored by checkpointing and resume. */
+void vlm_ctx_seed(vlm_ctx *ctx, uint64_t seed);
+uint64_t vlm_ctx_rng_state(const vlm_ctx *ctx);
+void vlm_ctx_set_rng_state(vlm_ctx *ctx, uint64_t state);
+
+/* New uninitialised tensor in the arena. */
+vlm_tensor *vlm_tensor_new(vlm_ctx *ctx, vlm_dtype dt, int ndim, const int64_t *shape);
+vlm_tensor *vlm_zeros(vlm_ctx *ctx, vlm_dtype dt, int ndim, const int64_t *shape);
+/* New tensor holding a copy of data (numel elements of dt). */
+vlm_tensor *vlm_tensor_from(vlm_ctx *ctx, vlm_dtype dt, int ndim, const int64_t *shape,
+                            const void *data);
+/* Same data, no grad, not on the tape. */
+vlm_tensor *vlm_detach(vlm_ctx *ctx, vlm_tensor *t);
+static inline float *vlm_f32(const vlm_tensor *t) { return (float *)t->data; }
+static inline int32_t *vlm_i32(const vlm_tensor *t) { return (int32_t *)t->data; }
+/* "[2, 3, 4]" into buf; returns buf. */
+char *vlm_shape_str(const vlm_tensor *t, char *buf, size_t cap);
+bool vlm_same_shape(const vlm_tensor *a, const vlm_tensor *b);
+
+/* ---- the tape ----------------------------------------------------------- */
+
+/* Backpropagates from a scalar (numel 1) loss, seeding d loss = 1. Nodes are
+ * consumed: the tape is empty afterwards. Returns 0 or -1 with error. */
+int vlm_backward(vlm_ctx *ctx, vlm_tensor *loss);
+/* Seeds out->grad with grad (numel floats, NULL = ones) and backpropagates
+ * through the nodes recorded after `mark` (see vlm_tape_mark), then drops
+ * them. Used by gradient checkpointing and the gradient checker. */
+int vlm_backward_from(vlm_ctx *ctx, size_t mark, vlm_tensor *out, const float *grad);
+size_t vlm_tape_mark(const vlm_ctx *ctx);
+size_t vlm_tape_len(const vlm_ctx *ctx);
+/* Drops the nodes after mark without running them. */
+void vlm_tape_truncate(vlm_ctx *ctx, size_t mark);
+/* The grad buffer of t, allocated (zeroed, in the arena) on first use. */
+float *vlm_grad_of(vlm_ctx *ctx, vlm_tensor *t);
+
+/* ---- parameters --------------------------------------------------------- */
+
+typedef struct vlm_params vlm_params;
+
+vlm_params *vlm_params_new(void);
+void vlm_params_free(vlm_params *p);
+/* Declares a parameter; its data pointer is valid after vlm_params_finalize().
+ * Names must be unique. Returns NULL with error on a duplicate or bad shape. */
+vlm_tensor *vlm_param_add(vlm_params *p, const char *name, int ndim, const int64_t *shape);
+/* Allocates the flat value and grad buffers (zeroed) and points every tensor in. */
+int vlm_params_finalize(vlm_params *p);
+int vlm_params_count(const vlm_params *p);
+vlm_tensor *vlm_params_at(const vlm_params *p, int i);
+vlm_tensor *vlm_params_find(const vlm_params *p, const char *name);
+int64_t vlm_params_numel(const vlm_params *p);
+float *vlm_params_values(vlm_params *p);
+float *vlm_params_grads(vlm_params *p);
+/* Offset of t's first element inside the flat buffers. */
+int64_t vlm_params_offset(const vlm_params *p, const vlm_tensor *t);
+void vlm_params_zero_grad(vlm_params *p);
+/* Frozen parameters get no grads and no optimizer work. */
+void vlm_param_set_frozen(vlm_tensor *t, bool frozen);
+
+/* ---- GEMM dispatch ------------------------------------------------------ */
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose if trans.
+ * lda/ldb/ldc are row strides in elements. Goes to OpenBLAS, which is loaded
+ * with the AVX-512 kernels on CPUs that have them (OPENBLAS_CORETYPE). */
+void vlm_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+               const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+               int64_t ldc);
+/* Name of the OpenBLAS kernel set in use (e.g. "SkylakeX"), loading it if needed. */
+const char *vlm_blas_corename(void);
+/* Threads for OpenMP regions and BLAS (0 = number of cores). */
+void vlm_set_num_threads(int n);
+int vlm_num_threads(void);
+
+/* ---- ops ---------------------------------------------------------------- */
+/* Shapes: [..., X] means any number of leading dims (total <= 4). */
+
+/* Binary elementwise ops broadcast numpy-style (dims aligned from the right,
+ * size-1 or missing dims stretch), e.g. [B,T,D] + [D], [B,T,D] * [B,1,D]. */
+vlm_tensor *vlm_add(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b);
+vlm_tensor *vlm_sub(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b);
+vlm_tensor *vlm_mul(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b);
+vlm_tensor *vlm_div(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b);
+vlm_tensor *vlm_scale(vlm_ctx *ctx, vlm_tensor *a, float s);
+
+/* Reductions: over the last dim ([..., D] -> [...], a 1-D input gives [1]) or
+ * over everything (-> [1]). */
+vlm_tensor *vlm_sum_last(vlm_ctx *ctx, vlm_tensor *a);
+vlm_tensor *vlm_mean_last(vlm_ctx *ctx, vlm_tensor *a);
+vlm_tensor *vlm_sum_all(vlm_ctx *ctx, vlm_tensor *a);
+vlm_tensor *vlm_mean_all(vlm_ctx *ctx, vlm_tensor *a);
+
+/* Layout. reshape: one dim may be -1. permute: perm[i] = input dim of output dim i. */
+vlm_tensor *vlm_reshape(vlm_ctx *ctx, vlm_tensor *a, int ndim, const int64_t *shape);
+vlm_tensor *vlm_permute(vlm_ctx *ctx, vlm_tensor *a, const int *perm);
+vlm_tensor *vlm_transpose(vlm_ctx *ctx, vlm_tensor *a, int dim0, int dim1);
+vlm_tensor *vlm_concat(vlm_ctx *ctx, vlm_tensor *const *ts, int n, int dim);
+vlm_tensor *vlm_slice(vlm_ctx *ctx, vlm_tensor *a, int dim, int64_t start, int64_t len);
+/* Splits along dim into n pieces of the given sizes (summing to shape[dim]). */
+int vlm_split(vlm_ctx *ctx, vlm_tensor *a, int dim, int n, const int64_t *sizes,
+              vlm_tensor **out);
+
+/* Matmul: a [..., M, K] x b [..., K, N] (transpose flags apply to the last two
+ * dims). Batch dims must match, or b may be 2-D and is shared by every batch. */
+vlm_tensor *vlm_matmul(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b, bool trans_a, bool trans_b);
+/* x [..., in] W[out, in] -> x W^T + bias; bias may be NULL. */
+vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias);
+
+/* Embedding gather: table [V, D], ids i32 (any shape S) -> [S..., D]. */
+vlm_tensor *vlm_embedding(vlm_ctx *ctx, vlm_tensor *table, vlm_tensor *ids);
+
+/* Norms over the last dim. w, b are [D]; b may be NULL. */
+vlm_tensor *vlm_layernorm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b, float eps);
+vlm_tensor *vlm_rmsnorm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, float eps);
+/* x / max(||x||_2, eps) over the last dim. */
+vlm_tensor *vlm_l2_normalize(vlm_ctx *ctx, vlm_tensor *x, float eps);
+
+/* Unary elementwise. gelu is the tanh approximation (gelu_pytorch_tanh). */
+vlm_tensor *vlm_gelu(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_silu(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_sigmoid(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_tanh(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_exp(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_log(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_relu(vlm_ctx *ctx, vlm_tensor *x);
+/* Inverted dropout with the context's RNG stream; identity when !training or p == 0. */
+vlm_tensor *vlm_dropout(vlm_ctx *ctx, vlm_tensor *x, float p, bool training);
+
+/* Over the last dim. */
+vlm_tensor *vlm_softmax(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_log_softmax(vlm_ctx *ctx, vlm_tensor *x);
+
+/* Mean cross-entropy over rows whose label != ignore_index: logits [N, C],
+ * labels i32 [N]. With label smoothing e the target is (1-e) one-hot + e/C.
+ * Returns [1]; 0 if every row is ignored. */
+vlm_tensor *vlm_cross_entropy(vlm_ctx *ctx, vlm_tensor *logits, vlm_tensor *labels,
+                              int32_t ignore_index, float label_smoothing);
+
+/* SigLIP sigmoid loss over embeddings txt [N, D] and img [M, D] (normally
+ * L2-normalised): z = exp(logit_scale) * txt img^T + logit_bias,
+ * loss = -sum_ij log sigmoid(label_ij z_ij) / N with label +1 where match[i,j]
+ * (u8 [N, M]; NULL = the diagonal) and -1 elsewhere. logit_scale, logit_bias [1]. */
+vlm_tensor *vlm_siglip_loss(vlm_ctx *ctx, vlm_tensor *txt, vlm_tensor *img,
+                            vlm_tensor *logit_scale, vlm_tensor *logit_bias,
+                            vlm_tensor *match);
+
+/* Scaled dot-product attention, never materialising the [Tq, Tk] scores
+ * (tiled, online softmax). q [B, Tq, Hq, D], k and v [B, Tk, Hkv, D] with
+ * Hq % Hkv == 0 (query head h reads kv head h / (Hq / Hkv)) -> [B, Tq, Hq, D].
+ * Masks combine: kind NONE / CAUSAL / PREFIX and an optional key padding mask.
+ * Query i sits at absolute position i + (Tk - Tq) (so a decode step with a KV
+ * cache is causal against everything before it). CAUSAL: key j visible iff
+ * j <= pos(i). PREFIX: visible iff j < prefix_len or j <= pos(i).
+ * key_mask: u8 [B, Tk], 1 = attend. scale 0 means 1/sqrt(D). A query row that
+ * sees no key gives zeros. */
+typedef enum { VLM_MASK_NONE, VLM_MASK_CAUSAL, VLM_MASK_PREFIX } vlm_mask_kind;
+typedef struct {
+    vlm_mask_kind kind;
+    int64_t prefix_len;
+    vlm_tensor *key_mask;
+    float scale;
+} vlm_attn_opts;
+vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
+                          const vlm_attn_opts *opts);
+
+/* RoPE, HF half-split convention, on x [B, T, H, D] (D even) at positions
+ * pos_offset + t: x' = x cos + rotate_half(x) sin, inv_freq[i] = theta^(-2i/D). */
+vlm_tensor *vlm_rope(vlm_ctx *ctx, vlm_tensor *x, int64_t pos_offset, float theta);
+
+/* Image [B, C, H, W] -> patch rows [B, (H/p)(W/p), C*p*p] in raster order, each
+ * row flattened (c, kh, kw) like a conv weight [out, C, p, p]; so a ViT patch
+ * embedding is vlm_linear(patchify(img), conv_weight viewed as [out, C*p*p]). */
+vlm_tensor *vlm_patchify(vlm_ctx *ctx, vlm_tensor *img, int patch);
+
+/* Space-to-depth on tokens laid out on a square grid: x [B, N, D] with
+ * N = g*g, g % s == 0 -> [B, N/s^2, D*s^2]. Output token (i, j) concatenates
+ * the s x s block of input tokens (i*s + di, j*s + dj) in (di, dj) row-major order. */
+vlm_tensor *vlm_pixel_shuffle(vlm_ctx *ctx, vlm_tensor *x, int s);
+
+/* Mean over the tokens where mask (u8 [B, T]) is 1: x [B, T, D] -> [B, D].
+ * A row with no valid token gives zeros. */
+vlm_tensor *vlm_masked_mean(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *mask);
+
+/* ---- gradient checking -------------------------------------------------- */
+
+/* Builds the function under test from leaf inputs (f32, requires_grad set by
+ * the checker). Return NULL on error. */
+typedef vlm_tensor *(*vlm_gc_fn)(vlm_ctx *ctx, vlm_tensor **inputs, void *user);
+
+typedef struct {
+    double h;    /* finite-difference step (Richardson: h and h/2) */
+    double atol; /* per element: |analytic - numeric| <= atol + rtol |numeric| */
+    double rtol; /* and norm-wise: ||analytic - numeric|| <= rtol ||numeric|| + atol */
+} vlm_gc_tol;
+
+/* Default tolerances for smooth f32 ops: h 1e-2, atol 1e-4, rtol 2e-3. */
+vlm_gc_tol vlm_gc_default_tol(void);
+
+typedef struct {
+    double max_abs_err;  /* worst element */
+    double norm_rel_err; /* ||a - n|| / ||n|| over all inputs */
+    int bad_input;       /* first input that failed, -1 if none */
+    int64_t bad_index;   /* its element */
+    double bad_analytic, bad_numeric;
+} vlm_gc_report;
+
+/* Checks d(sum(f(x) * R))/dx for every f32 input against central finite
+ * differences with Richardson extrapolation (O(h^4)), accumulated in double,
+ * where R is a fixed random projection. inputs[i] supplies shapes and values.
+ * Returns 1 if all grads agree, 0 if not (report filled), -1 on error. */
+int vlm_gradcheck(vlm_gc_fn f, void *user, int n_inputs, vlm_tensor *const *inputs,
+                  vlm_gc_tol tol, uint64_t seed, vlm_gc_report *report);
+
+/* Test-only switch: multiplies every gradient contribution of the named op's
+ * backward by factor (1 = off). Used to show a 1% wrong backward fails gradcheck. */
+int vlm_debug_mutate_backward(const char *op_name, float factor);
+
+/* Names of the ops in the op table, for tooling and tests. */
+int vlm_op_count(void);
+const char *vlm_op_name(int op);
+
+#endif

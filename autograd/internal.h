@@ -1,0 +1,78 @@
+/* internal.h - private to autograd/: the tape node, the op enum and the
+ * helpers every op file uses. Not installed, not included outside autograd/. */
+#ifndef VLM_AUTOGRAD_INTERNAL_H
+#define VLM_AUTOGRAD_INTERNAL_H
+
+#include "autograd.h"
+
+typedef enum {
+#define VLM_OP(e, name, bw) VLM_OP_##e,
+#include "ops.def"
+#undef VLM_OP
+    VLM_OP_COUNT
+} vlm_op;
+
+/* One recorded op. Forward functions fill in the op's arguments and whatever
+ * they saved for backward (arena memory, valid until the context is reset). */
+typedef struct vlm_node {
+    vlm_op op;
+    vlm_tensor *out;
+    int n_in;
+    vlm_tensor *in[VLM_MAX_INPUTS];
+    int64_t iarg[8];
+    float farg[4];
+    void *saved[4];
+} vlm_node;
+
+/* Backward: accumulates into the grads of the inputs that require grad
+ * (vlm_input_grad), returns 0 or -1 with error. */
+typedef int (*vlm_backward_fn)(vlm_ctx *ctx, vlm_node *node);
+
+#define VLM_OP(e, name, bw) int bw(vlm_ctx *ctx, vlm_node *node);
+#include "ops.def"
+#undef VLM_OP
+
+/* True if grad mode is on and any of the n inputs requires grad. */
+bool vlm_needs_grad(const vlm_ctx *ctx, vlm_tensor *const *in, int n);
+/* Marks out as requiring grad and appends a node for it when vlm_needs_grad();
+ * returns the node (to fill in args/saved) or NULL if nothing was recorded.
+ * A failed append (out of memory) is reported by returning NULL with
+ * *failed set, so callers use VLM_RECORD below. */
+vlm_node *vlm_record(vlm_ctx *ctx, vlm_op op, vlm_tensor *out, vlm_tensor *const *in, int n,
+                     bool *failed);
+/* Grad buffer of an input if it requires grad, else NULL (skip that input). */
+float *vlm_input_grad(vlm_ctx *ctx, vlm_tensor *t);
+
+/* Op-argument checks: set an error naming the op and return false. */
+bool vlm_check_f32(const char *op, const vlm_tensor *t, const char *what);
+bool vlm_check_dtype(const char *op, const vlm_tensor *t, vlm_dtype dt, const char *what);
+/* out-of-memory helper for arena allocations inside ops */
+vlm_tensor *vlm_new_like(vlm_ctx *ctx, const vlm_tensor *t);
+
+/* 64-bit splitmix/xorshift RNG shared by dropout and the gradient checker. */
+uint64_t vlm_rng_next(uint64_t *state);
+float vlm_rng_uniform(uint64_t *state); /* [0, 1) */
+uint64_t *vlm_ctx_rng(vlm_ctx *ctx);
+
+/* Returns NULL from the calling op if any of the listed tensors is NULL
+ * (an earlier op failed and already set the error). */
+#define VLM_PROPAGATE_NULL(...)                                                       \
+    do {                                                                              \
+        const vlm_tensor *vlm__ins[] = {__VA_ARGS__};                                 \
+        for (size_t vlm__i = 0; vlm__i < sizeof vlm__ins / sizeof vlm__ins[0]; vlm__i++) \
+            if (!vlm__ins[vlm__i]) return NULL;                                       \
+    } while (0)
+
+/* Records a node for out; on allocation failure returns NULL from the op. */
+#define VLM_RECORD(node_var, ctx, op, out, in_array, n)                               \
+    vlm_node *node_var;                                                               \
+    do {                                                                              \
+        bool vlm__failed = false;                                                     \
+        node_var = vlm_record(ctx, op, out, in_array, n, &vlm__failed);               \
+        if (vlm__failed) return NULL;                                                 \
+    } while (0)
+
+/* Parallel-for threshold: loops over fewer elements than this stay serial. */
+#define VLM_PAR_MIN 32768
+
+#endif
