@@ -289,6 +289,13 @@ typedef struct {
 int vlm_gradcheck(vlm_gc_fn f, void *user, int n_inputs, vlm_tensor *const *inputs,
                   vlm_gc_tol tol, uint64_t seed, vlm_gc_report *report);
 
+/* The same check over every trainable parameter of a store (perturbed in place
+ * and restored; grads are zeroed before and after). report->bad_input is the
+ * index among the trainable parameters. */
+typedef vlm_tensor *(*vlm_gc_params_fn)(vlm_ctx *ctx, void *user);
+int vlm_gradcheck_params(vlm_gc_params_fn f, void *user, vlm_params *p, vlm_gc_tol tol,
+                         uint64_t seed, vlm_gc_report *report);
+
 /* Test-only switch: multiplies every gradient contribution of the named op's
  * backward by factor (1 = off). Used to show a 1% wrong backward fails gradcheck. */
 int vlm_debug_mutate_backward(const char *op_name, float factor);

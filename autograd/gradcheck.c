@@ -90,46 +90,85 @@ static int analytic_grads(gc_state *s, vlm_ctx *ctx, float **grads) {
     return 0;
 }
 
+/* Checks every f32 tensor in x (perturbed in place, restored) against the
+ * analytic grads of one backward pass. */
+static int check_tensors(gc_state *s, vlm_ctx *ctx, vlm_ctx *scratch, vlm_gc_tol tol,
+                         vlm_gc_report *r) {
+    float **grads = vlm_arena_alloc(ctx, (size_t)s->n * sizeof *grads);
+    if (!grads) return -1;
+    for (int i = 0; i < s->n; i++) grads[i] = NULL;
+    if (analytic_grads(s, ctx, grads) != 0) return -1;
+    double diff2 = 0, num2 = 0;
+    for (int i = 0; i < s->n; i++) {
+        if (!grads[i]) continue;
+        double *numeric = vlm_arena_alloc(ctx, (size_t)s->x[i]->numel * sizeof(double));
+        if (!numeric) return -1;
+        float *xv = vlm_f32(s->x[i]);
+        for (int64_t e = 0; e < s->x[i]->numel; e++) {
+            double d1 = central_diff(s, scratch, &xv[e], tol.h);
+            double d2 = central_diff(s, scratch, &xv[e], tol.h / 2);
+            if (isnan(d1) || isnan(d2))
+                return vlm_set_error("gradcheck: forward failed or changed shape while "
+                                     "perturbing input %d (%s)", i, vlm_last_error());
+            numeric[e] = (4 * d2 - d1) / 3;
+        }
+        compare(grads[i], numeric, s->x[i]->numel, i, tol, r, &diff2, &num2);
+    }
+    r->norm_rel_err = num2 > 0 ? sqrt(diff2 / num2) : sqrt(diff2);
+    bool norm_ok = sqrt(diff2) <= tol.rtol * sqrt(num2) + tol.atol;
+    if (r->bad_input < 0 && norm_ok) return 1;
+    if (r->bad_input < 0) r->bad_input = 0; /* norm-wise failure only */
+    return 0;
+}
+
 int vlm_gradcheck(vlm_gc_fn f, void *user, int n_inputs, vlm_tensor *const *inputs,
                   vlm_gc_tol tol, uint64_t seed, vlm_gc_report *report) {
     vlm_gc_report r = {.bad_input = -1};
     vlm_ctx *ctx = vlm_ctx_new(0), *scratch = vlm_ctx_new(0);
     vlm_tensor **x = ctx ? vlm_arena_alloc(ctx, (size_t)n_inputs * sizeof *x) : NULL;
-    float **grads = ctx ? vlm_arena_alloc(ctx, (size_t)n_inputs * sizeof *grads) : NULL;
     int rc = -1;
-    if (!scratch || !x || !grads) goto done;
+    if (!scratch || !x) goto done;
     for (int i = 0; i < n_inputs; i++) { /* leaf copies, so the caller's tensors stay intact */
         x[i] = vlm_tensor_from(ctx, inputs[i]->dtype, inputs[i]->ndim, inputs[i]->shape,
                                inputs[i]->data);
         if (!x[i]) goto done;
         x[i]->requires_grad = inputs[i]->dtype == VLM_F32;
-        grads[i] = NULL;
     }
     gc_state s = {.f = f, .user = user, .n = n_inputs, .x = x, .rng = seed};
-    if (analytic_grads(&s, ctx, grads) != 0) goto done;
+    rc = check_tensors(&s, ctx, scratch, tol, &r);
+done:
+    if (report) *report = r;
+    vlm_ctx_free(scratch);
+    vlm_ctx_free(ctx);
+    return rc;
+}
 
-    double diff2 = 0, num2 = 0;
-    for (int i = 0; i < n_inputs; i++) {
-        if (!grads[i]) continue;
-        double *numeric = vlm_arena_alloc(ctx, (size_t)x[i]->numel * sizeof(double));
-        if (!numeric) goto done;
-        float *xv = vlm_f32(x[i]);
-        for (int64_t e = 0; e < x[i]->numel; e++) {
-            double d1 = central_diff(&s, scratch, &xv[e], tol.h);
-            double d2 = central_diff(&s, scratch, &xv[e], tol.h / 2);
-            if (isnan(d1) || isnan(d2)) {
-                vlm_set_error("gradcheck: forward failed or changed shape while perturbing "
-                              "input %d (%s)", i, vlm_last_error());
-                goto done;
-            }
-            numeric[e] = (4 * d2 - d1) / 3;
-        }
-        compare(grads[i], numeric, x[i]->numel, i, tol, &r, &diff2, &num2);
-    }
-    r.norm_rel_err = num2 > 0 ? sqrt(diff2 / num2) : sqrt(diff2);
-    bool norm_ok = sqrt(diff2) <= tol.rtol * sqrt(num2) + tol.atol;
-    rc = (r.bad_input < 0 && norm_ok) ? 1 : 0;
-    if (rc == 0 && r.bad_input < 0) r.bad_input = 0; /* norm-wise failure only */
+typedef struct {
+    vlm_gc_params_fn f;
+    void *user;
+} params_closure;
+
+static vlm_tensor *call_params_fn(vlm_ctx *ctx, vlm_tensor **x, void *user) {
+    (void)x;
+    params_closure *c = user;
+    return c->f(ctx, c->user);
+}
+
+int vlm_gradcheck_params(vlm_gc_params_fn f, void *user, vlm_params *p, vlm_gc_tol tol,
+                         uint64_t seed, vlm_gc_report *report) {
+    vlm_gc_report r = {.bad_input = -1};
+    vlm_ctx *ctx = vlm_ctx_new(0), *scratch = vlm_ctx_new(0);
+    int n = 0, count = vlm_params_count(p);
+    vlm_tensor **x = ctx ? vlm_arena_alloc(ctx, (size_t)(count ? count : 1) * sizeof *x) : NULL;
+    int rc = -1;
+    if (!scratch || !x) goto done;
+    for (int i = 0; i < count; i++) /* frozen parameters are not checked */
+        if (vlm_params_at(p, i)->requires_grad) x[n++] = vlm_params_at(p, i);
+    vlm_params_zero_grad(p);
+    params_closure c = {f, user};
+    gc_state s = {.f = call_params_fn, .user = &c, .n = n, .x = x, .rng = seed};
+    rc = check_tensors(&s, ctx, scratch, tol, &r);
+    vlm_params_zero_grad(p);
 done:
     if (report) *report = r;
     vlm_ctx_free(scratch);

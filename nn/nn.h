@@ -4,8 +4,378 @@
 
 #include "autograd.h"
 
+#include <cjson/cJSON.h>
+
+/* ---- configs -------------------------------------------------------------- */
+
+/* A JSON object is bound to a C struct through a table of fields; unknown
+ * keys and wrong types are errors naming the full key ("model.vision.width"). */
+typedef enum { VLM_CFG_INT, VLM_CFG_FLOAT, VLM_CFG_BOOL, VLM_CFG_STRING, VLM_CFG_OBJECT } vlm_cfg_type;
+
+typedef struct vlm_cfg_field {
+    const char *key;
+    vlm_cfg_type type;
+    size_t offset;                     /* into the struct; STRING: char[VLM_CFG_STR] */
+    const struct vlm_cfg_field *sub;   /* OBJECT: fields of the nested struct at offset */
+    const char *help;                  /* one line for the config reference */
+} vlm_cfg_field;
+
+#define VLM_CFG_STR 256
+
+/* Fills dst from obj (keys absent from obj keep their current values). */
+int vlm_cfg_bind(const cJSON *obj, const vlm_cfg_field *fields, void *dst, const char *path);
+/* The struct as a JSON object (every field), for saving resolved configs. */
+cJSON *vlm_cfg_to_json(const vlm_cfg_field *fields, const void *src);
+/* Applies "a.b.c=value" to a JSON tree: value parsed as JSON if it parses
+ * (numbers, true/false, quoted strings, objects), else taken as a string. */
+int vlm_cfg_set(cJSON *root, const char *assignment);
+/* Reads and parses a JSON file (errors name the file and the line). */
+cJSON *vlm_json_load(const char *path);
+
+/* ---- model configs --------------------------------------------------------- */
+
+typedef struct {
+    int image_size, patch, channels;
+    int width, layers, heads, mlp;
+    float ln_eps;
+    float dropout;   /* residual dropout after attention and MLP (0 = off) */
+    bool checkpoint; /* gradient checkpointing per block */
+} vlm_vision_cfg;
+
+typedef struct {
+    int vocab, ctx_len;
+    int width, layers, heads, mlp;
+    float ln_eps, dropout;
+    int pad_id;
+    bool checkpoint;
+} vlm_text_cfg;
+
+typedef struct {
+    int heads, mlp;
+    float ln_eps;
+} vlm_fusion_cfg;
+
+typedef struct {
+    int vocab, width, layers, heads, kv_heads, mlp, max_len;
+    float rms_eps, rope_theta, dropout;
+    bool tie_embeddings, checkpoint;
+} vlm_decoder_cfg;
+
+typedef struct {
+    char type[VLM_CFG_STR]; /* "siglip" (contrastive) or "captioner" */
+    vlm_vision_cfg vision;
+    vlm_text_cfg text;
+    vlm_fusion_cfg fusion;
+    vlm_decoder_cfg decoder;
+    int pixel_shuffle;      /* captioner: space-to-depth factor before image_proj (1 = off) */
+    int embed_dim;          /* contrastive embedding size = vision width = text head out */
+} vlm_model_cfg;
+
+extern const vlm_cfg_field vlm_model_cfg_fields[];
+/* Defaults for a tiny model, so a config only states what differs. */
+void vlm_model_cfg_defaults(vlm_model_cfg *cfg);
+/* Checks divisibility and ranges; errors name the key. */
+int vlm_model_cfg_validate(const vlm_model_cfg *cfg);
+
+/* ---- layers ------------------------------------------------------------------ */
+
+/* Parameters are declared into a vlm_params store under their Hugging Face
+ * names (prefix + suffix); the structs below only point at them. */
+typedef struct { vlm_tensor *w, *b; } vlm_linear_p; /* w [out, in], b [out] or NULL */
+typedef struct { vlm_tensor *w, *b; } vlm_norm_p;   /* b NULL for RMSNorm */
+typedef struct { vlm_linear_p fc1, fc2; } vlm_mlp_p;         /* fc2(gelu_tanh(fc1 x)) */
+typedef struct { vlm_linear_p gate, up, down; } vlm_swiglu_p; /* down(silu(gate x) * up x) */
+typedef struct {
+    vlm_linear_p q, k, v, o;
+    int heads, kv_heads;
+} vlm_attn_p;
+/* pre-LN encoder block: x += attn(ln1 x); x += mlp(ln2 x) */
+typedef struct {
+    vlm_norm_p ln1, ln2;
+    vlm_attn_p attn;
+    vlm_mlp_p mlp;
+} vlm_encoder_block;
+
+/* Declares name = printf(fmt, ...) with the given shape. */
+vlm_tensor *vlm_declare(vlm_params *p, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int vlm_linear_declare(vlm_params *p, vlm_linear_p *l, int in, int out, bool bias,
+                       const char *name);
+int vlm_norm_declare(vlm_params *p, vlm_norm_p *n, int dim, bool bias, const char *name);
+int vlm_mlp_declare(vlm_params *p, vlm_mlp_p *m, int dim, int hidden, const char *name);
+int vlm_swiglu_declare(vlm_params *p, vlm_swiglu_p *m, int dim, int hidden, const char *name);
+/* q/k/v/o under name.{q,k,v}_proj and name.<out_name> ("out_proj" or "o_proj"). */
+int vlm_attn_declare(vlm_params *p, vlm_attn_p *a, int q_dim, int kv_dim, int heads,
+                     int kv_heads, int head_dim, bool bias, const char *out_name,
+                     const char *name);
+int vlm_encoder_block_declare(vlm_params *p, vlm_encoder_block *b, int dim, int heads, int mlp,
+                              const char *name);
+
+/* Initialisation from a seed, by parameter name (so it does not depend on
+ * declaration order): biases 0; norm weights 1; logit_scale log(10);
+ * logit_bias -10; every other tensor N(0, 0.02^2). Each tensor draws from its
+ * own stream seeded by (seed, name). */
+void vlm_init_params(vlm_params *p, uint64_t seed);
+
+vlm_tensor *vlm_linear_fwd(vlm_ctx *ctx, const vlm_linear_p *l, vlm_tensor *x);
+vlm_tensor *vlm_layernorm_fwd(vlm_ctx *ctx, const vlm_norm_p *n, vlm_tensor *x, float eps);
+vlm_tensor *vlm_mlp_fwd(vlm_ctx *ctx, const vlm_mlp_p *m, vlm_tensor *x);
+vlm_tensor *vlm_swiglu_fwd(vlm_ctx *ctx, const vlm_swiglu_p *m, vlm_tensor *x);
+
+/* Multi-head attention: xq [B, Tq, Dq] queries xkv [B, Tk, Dkv] (self-attention:
+ * xkv == xq). With rope_theta > 0, RoPE rotates q and k at positions
+ * q_pos / k_pos + t. Returns [B, Tq, Dq_out]. */
+typedef struct {
+    vlm_attn_opts mask;
+    float rope_theta;
+    int64_t q_pos, k_pos;
+} vlm_mha_opts;
+vlm_tensor *vlm_mha_fwd(vlm_ctx *ctx, const vlm_attn_p *a, vlm_tensor *xq, vlm_tensor *xkv,
+                        const vlm_mha_opts *opts);
+/* x + dropout(f) with dropout off when p == 0 or !training */
+vlm_tensor *vlm_residual(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *f, float p, bool training);
+vlm_tensor *vlm_encoder_block_fwd(vlm_ctx *ctx, const vlm_encoder_block *b, vlm_tensor *x,
+                                  const vlm_attn_opts *mask, float eps, float dropout,
+                                  bool training);
+
+/* ---- towers and models ------------------------------------------------------- */
+
+/* SigLIP vision transformer: conv patch embedding (as patchify + GEMM), learned
+ * positions, pre-LN blocks, post_layernorm, MAP head. Names vision_model.*. */
+typedef struct {
+    vlm_vision_cfg cfg;
+    vlm_linear_p patch;      /* w [D, C, p, p] (HF conv layout), b [D] */
+    vlm_tensor *pos;         /* [N, D] */
+    vlm_encoder_block *layers;
+    vlm_norm_p post_ln;
+    vlm_tensor *probe;       /* [1, 1, D] */
+    vlm_linear_p in_proj;    /* [3D, D] rows = [Wq; Wk; Wv] */
+    vlm_linear_p out_proj;
+    vlm_norm_p head_ln;
+    vlm_mlp_p head_mlp;
+    int heads;
+} vlm_vision_tower;
+
+/* Encoder-only text transformer: token + position embeddings, pre-LN blocks,
+ * final layernorm, pooled = last position, linear head. Names text_model.*. */
+typedef struct {
+    vlm_text_cfg cfg;
+    vlm_tensor *tok, *pos;   /* [V, D], [ctx_len, D] */
+    vlm_encoder_block *layers;
+    vlm_norm_p final_ln;
+    vlm_linear_p head;       /* [embed_dim, D] */
+} vlm_text_tower;
+
+typedef struct vlm_model vlm_model;
+struct vlm_model {
+    vlm_model_cfg cfg;
+    vlm_params *params;
+    vlm_vision_tower vision;
+    vlm_text_tower text;
+    vlm_tensor *logit_scale, *logit_bias; /* siglip: [1] each */
+    void *captioner;                      /* captioner parts (nn/captioner.c), NULL for siglip */
+};
+
+int vlm_vision_declare(vlm_params *p, vlm_vision_tower *t, const vlm_vision_cfg *cfg);
+int vlm_text_declare(vlm_params *p, vlm_text_tower *t, const vlm_text_cfg *cfg, int embed_dim);
+/* images [B, C, H, W] -> post-layernorm tokens [B, N, D]; *pooled = MAP head [B, D]
+ * (pooled may be NULL to skip the head). */
+vlm_tensor *vlm_vision_forward(vlm_ctx *ctx, const vlm_vision_tower *t, vlm_tensor *images,
+                               bool training, vlm_tensor **pooled);
+/* ids i32 [B, T] (T <= ctx_len), key_mask u8 [B, T] or NULL -> final-layernorm
+ * tokens [B, T, D]; *pooled = head(tokens[:, T-1]) [B, embed_dim] (may be NULL). */
+vlm_tensor *vlm_text_forward(vlm_ctx *ctx, const vlm_text_tower *t, vlm_tensor *ids,
+                             vlm_tensor *key_mask, bool training, vlm_tensor **pooled);
+
+/* Builds a model from a validated config: declares every parameter under its
+ * HF name, finalizes the store and initialises it from seed. */
+vlm_model *vlm_model_new(const vlm_model_cfg *cfg, uint64_t seed);
+void vlm_model_free(vlm_model *m);
+
+/* SigLIP contrastive forward: L2-normalised embeddings and the sigmoid loss.
+ * match: u8 [B, B] positives (NULL = diagonal). img_emb/txt_emb may be NULL. */
+vlm_tensor *vlm_siglip_forward(vlm_ctx *ctx, const vlm_model *m, vlm_tensor *images,
+                               vlm_tensor *ids, vlm_tensor *key_mask, vlm_tensor *match,
+                               bool training, vlm_tensor **img_emb, vlm_tensor **txt_emb);
+
+/* ---- captioner (nn/captioner.c) ---------------------------------------------------- */
+
+/* Fusion block (text tokens query image tokens), names fusion.*:
+ *   t = t + attn.out_proj(MHA(ln_q(t) Wq, ln_kv(v) Wk, ln_kv(v) Wv))
+ *   t = t + mlp(ln_mlp(t))
+ * fusion.ln_q, fusion.ln_kv, fusion.attn.{q,k,v,out}_proj (biased), fusion.ln_mlp,
+ * fusion.mlp.fc1/fc2. Queries have the text width, keys/values the vision width. */
+typedef struct {
+    vlm_norm_p ln_q, ln_kv, ln_mlp;
+    vlm_attn_p attn;
+    vlm_mlp_p mlp;
+    float eps;
+} vlm_fusion_block;
+
+/* LLaMA-style decoder, names as HF LlamaForCausalLM under "decoder.":
+ * decoder.model.embed_tokens.weight, decoder.model.layers.N.{input_layernorm,
+ * post_attention_layernorm}.weight, .self_attn.{q,k,v,o}_proj.weight,
+ * .mlp.{gate,up,down}_proj.weight, decoder.model.norm.weight, and
+ * decoder.lm_head.weight only when embeddings are not tied. */
+typedef struct {
+    vlm_norm_p in_ln, post_ln;
+    vlm_attn_p attn;
+    vlm_swiglu_p mlp;
+} vlm_decoder_layer;
+
+typedef struct {
+    vlm_decoder_cfg cfg;
+    vlm_tensor *embed;   /* [V, D] */
+    vlm_decoder_layer *layers;
+    vlm_norm_p norm;
+    vlm_tensor *lm_head; /* [V, D], or embed when tied */
+} vlm_decoder;
+
+/* Per-layer key/value cache for incremental decoding: keys and values of
+ * every position seen so far (after RoPE), [B, max_len, kv_heads, head_dim]. */
+typedef struct vlm_kv_cache vlm_kv_cache;
+vlm_kv_cache *vlm_kv_cache_new(const vlm_decoder_cfg *cfg, int batch, int max_len);
+void vlm_kv_cache_reset(vlm_kv_cache *c);
+int64_t vlm_kv_cache_len(const vlm_kv_cache *c);
+void vlm_kv_cache_free(vlm_kv_cache *c);
+
+/* The captioner's parts beyond the towers (m->captioner points here).
+ * image_proj: [Dd, Dv * s^2] (+bias), fused_proj: [Dd, Dt] (+bias). */
+typedef struct {
+    vlm_fusion_block fusion;
+    vlm_decoder decoder;
+    vlm_linear_p image_proj, fused_proj;
+} vlm_captioner;
+
+/* Declares fusion, decoder and projections for m->cfg (type "captioner") and
+ * sets m->captioner. Called by vlm_model_new after the towers. */
+int vlm_captioner_declare(vlm_model *m);
+void vlm_captioner_free(vlm_model *m);
+
+/* text [B, T, Dt], image [B, N, Dv], text_mask u8 [B, T] or NULL -> fused
+ * tokens [B, T, Dt]; *pooled = mean over valid text tokens [B, Dt] (may be NULL). */
+vlm_tensor *vlm_fusion_forward(vlm_ctx *ctx, const vlm_fusion_block *f, vlm_tensor *text,
+                               vlm_tensor *image, vlm_tensor *text_mask, vlm_tensor **pooled);
+/* ids i32 [B, T] -> embeddings [B, T, D] */
+vlm_tensor *vlm_decoder_embed(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *ids);
+/* embeds [B, T, D] -> logits [B, T, V]. Without a cache: positions 0..T-1 and
+ * the given mask (CAUSAL, or PREFIX with prefix_len). With a cache: the new
+ * positions follow the cached ones, their keys/values are appended, and they
+ * attend to everything cached plus themselves causally (mask->kind PREFIX
+ * keeps the prefix bidirectional when the prefix is in this call). */
+vlm_tensor *vlm_decoder_forward(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *embeds,
+                                const vlm_attn_opts *mask, vlm_kv_cache *cache, bool training);
+
+/* The decoder's input prefix [image_proj(image tokens); fused_proj(fused
+ * tokens)] for images [B, C, H, W] and a prompt (ids i32 [B, Tp], mask u8 [B, Tp]
+ * or NULL) -> [B, P, Dd] with P = N / s^2 + Tp. */
+vlm_tensor *vlm_captioner_prefix(vlm_ctx *ctx, const vlm_model *m, vlm_tensor *images,
+                                 vlm_tensor *prompt_ids, vlm_tensor *prompt_mask, bool training);
+/* Teacher-forced caption loss: decoder input [prefix; embed(caption_in)] with
+ * a prefix-LM mask; caption_in i32 [B, L] = BOS + caption tokens, targets i32
+ * [B, L] = caption tokens + EOS with ignore_index (-100) on padding; mean
+ * cross-entropy over the caption positions only. */
+vlm_tensor *vlm_captioner_loss(vlm_ctx *ctx, const vlm_model *m, vlm_tensor *images,
+                               vlm_tensor *prompt_ids, vlm_tensor *prompt_mask,
+                               vlm_tensor *caption_in, vlm_tensor *targets, bool training);
+#define VLM_IGNORE_INDEX (-100)
+
 /* ---- safetensors --------------------------------------------------------- */
 
+/* Reader. vlm_st_open maps the file read-only and checks every rule of the
+ * format (REFERENCE.md "safetensors"), so a file that opens is consistent:
+ * every tensor's bytes lie inside the file. Errors name the file and tensor.
+ * Tensors are indexed 0..count-1 in name order. Dtypes listed: F64 F32 F16
+ * BF16 I64 I32 I16 I8 U8 BOOL U16 U32 U64 F8_E4M3 F8_E5M2. */
+typedef struct vlm_st vlm_st;
+
+vlm_st *vlm_st_open(const char *path);
+void vlm_st_close(vlm_st *st);
+const char *vlm_st_path(const vlm_st *st);
+int vlm_st_count(const vlm_st *st);
+/* Index of the tensor called name, or -1 (sets no error). */
+int vlm_st_find(const vlm_st *st, const char *name);
+/* Accessors return NULL / -1 for an index out of range. */
+const char *vlm_st_name(const vlm_st *st, int i);
+const char *vlm_st_dtype(const vlm_st *st, int i); /* "F32", "BF16", ... */
+int vlm_st_ndim(const vlm_st *st, int i);          /* 0 for a scalar */
+const int64_t *vlm_st_shape(const vlm_st *st, int i);
+int64_t vlm_st_numel(const vlm_st *st, int i);
+/* The stored bytes (little-endian, row-major, possibly unaligned), valid
+ * until vlm_st_close. nbytes may be NULL. */
+const void *vlm_st_data(const vlm_st *st, int i, size_t *nbytes);
+uint64_t vlm_st_header_bytes(const vlm_st *st); /* N, the JSON header length */
+uint64_t vlm_st_data_bytes(const vlm_st *st);
+/* __metadata__ (string values), in file order; vlm_st_meta gives NULL for an
+ * absent key. */
+const char *vlm_st_meta(const vlm_st *st, const char *key);
+int vlm_st_meta_count(const vlm_st *st);
+const char *vlm_st_meta_key(const vlm_st *st, int i);
+const char *vlm_st_meta_value(const vlm_st *st, int i);
+/* Copies tensor `name` into dst as f32; n must equal its element count.
+ * F32 is copied, BF16 and F16 converted exactly; other dtypes are an error. */
+int vlm_st_read_f32(const vlm_st *st, const char *name, float *dst, int64_t n);
+
+/* Loading a file into a parameter store. File tensor "X" goes to parameter
+ * prefix + X, after removing `strip` from the front of X (a file name that
+ * does not start with strip is unexpected). E.g. prefix "decoder." loads a
+ * SmolLM2 file ("model.layers.0...") into "decoder.model.layers.0...".
+ * Everything is checked before any value is written, so on error the store
+ * is untouched. Shapes must match exactly; dtypes F32/BF16/F16. */
+typedef struct {
+    const char *strip;           /* NULL = strip nothing */
+    bool allow_missing;          /* store params under prefix absent from the file */
+    bool allow_unexpected;       /* file tensors with no parameter are skipped */
+    const char *const *optional; /* NULL-terminated full parameter names that may be
+                                    absent (e.g. a tied "decoder.lm_head.weight") */
+} vlm_st_load_opts;
+
+/* Filled by vlm_st_load_params (also when it fails on missing/unexpected
+ * names); release with vlm_st_load_report_free. Names are full parameter
+ * names, except `unexpected`, which holds the file's names. */
+typedef struct {
+    int n_loaded;
+    int64_t numel_loaded;
+    int n_missing;
+    char **missing;
+    int n_unexpected;
+    char **unexpected;
+    int n_absent_optional; /* optional names that the file did not have */
+    char **absent_optional;
+} vlm_st_load_report;
+
+/* opts and rep may be NULL (defaults: nothing allowed, no report). */
+int vlm_st_load_params(vlm_params *p, const char *path, const char *prefix,
+                       const vlm_st_load_opts *opts, vlm_st_load_report *rep);
+void vlm_st_load_report_free(vlm_st_load_report *rep);
+
+/* General writer for named buffers. add copies the name and shape but only
+ * borrows data, which must stay valid until save. Tensors are stored in a
+ * deterministic order (larger dtypes first, then by name, so every tensor is
+ * aligned to its element size), the header is padded with spaces to a
+ * multiple of 8, and __metadata__ starts with "format": "pt" (meta replaces
+ * the value of an existing key). save is crash-safe: it writes
+ * "<path>.tmp.<pid>", fsyncs, renames over path and fsyncs the directory; on
+ * failure the temporary file is removed and path is untouched. */
+typedef struct vlm_st_writer vlm_st_writer;
+
+vlm_st_writer *vlm_st_writer_new(void);
+void vlm_st_writer_free(vlm_st_writer *w);
+int vlm_st_writer_add(vlm_st_writer *w, const char *name, const char *dtype, int ndim,
+                      const int64_t *shape, const void *data);
+int vlm_st_writer_meta(vlm_st_writer *w, const char *key, const char *value);
+int vlm_st_writer_save(vlm_st_writer *w, const char *path);
+
+/* Saves every parameter (F32) except those named in skip_names (NULL-
+ * terminated; names not in the store are ignored), e.g. a tied lm_head.
+ * meta_kv = {"key", "value", ..., NULL} adds metadata (NULL = none). */
+int vlm_st_save_params(const vlm_params *p, const char *path, const char *const *meta_kv,
+                       const char *const *skip_names);
+
 /* ---- subcommands ------------------------------------------------------------ */
+
+/* vlm inspect FILE.safetensors: tensors sorted by name, parameter count,
+ * metadata. Returns the exit status (0, 1 on a bad file, 2 on bad usage). */
+int vlm_cmd_inspect(int argc, char **argv);
 
 #endif
