@@ -4,9 +4,14 @@
  * constructor, and detects newer AMD CPUs as Haswell: AVX2 kernels at about
  * half the AVX-512 speed. It honours OPENBLAS_CORETYPE, but only if the
  * variable is set before the library is loaded. So we do not link OpenBLAS:
- * on first use we set OPENBLAS_CORETYPE=SkylakeX (unless the user chose a
- * core) when the CPU has AVX-512, then dlopen the OpenMP build, which shares
- * our OpenMP thread pool. No re-exec, so gdb and valgrind see one process. */
+ * on first use we choose the core, then dlopen the OpenMP build, which shares
+ * our OpenMP thread pool. No re-exec, so gdb and valgrind see one process.
+ *
+ * The core: VLM_BLAS_CORETYPE if set (e.g. "Haswell" to compare kernels);
+ * otherwise SkylakeX on CPUs with AVX-512, replacing an inherited
+ * OPENBLAS_CORETYPE: machine images export OPENBLAS_CORETYPE=Haswell
+ * globally, which would silently halve every GEMM. Other CPUs keep
+ * OpenBLAS's own choice. */
 #include "internal.h"
 
 #include <dlfcn.h>
@@ -32,11 +37,17 @@ static struct {
     void (*set_threads)(int);
 } blas = {.once = PTHREAD_ONCE_INIT};
 
+static bool cpu_has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
 static void blas_load(void) {
-    if (!getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-        setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
+    const char *want = getenv("VLM_BLAS_CORETYPE");
+    if (want && *want)
+        setenv("OPENBLAS_CORETYPE", want, 1);
+    else if (cpu_has_avx512())
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
     blas.lib = dlopen(VLM_OPENBLAS_PATH, RTLD_NOW | RTLD_LOCAL);
     if (!blas.lib) blas.lib = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
     if (!blas.lib) return;
@@ -76,6 +87,12 @@ void vlm_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
                const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                int64_t ldc) {
     if (M == 0 || N == 0) return;
+    /* callers check their sizes against INT_MAX (CBLAS takes int); this is the backstop */
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
+        ldc > INT32_MAX) {
+        sgemm_naive(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     if (K == 0) { /* BLAS leaves C untouched here only when beta == 1 */
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];

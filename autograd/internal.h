@@ -65,7 +65,7 @@ uint64_t *vlm_ctx_rng(vlm_ctx *ctx);
 
 /* Records a node for out; on allocation failure returns NULL from the op. */
 #define VLM_RECORD(node_var, ctx, op, out, in_array, n)                               \
-    vlm_node *node_var;                                                               \
+    vlm_node *node_var __attribute__((unused));                                       \
     do {                                                                              \
         bool vlm__failed = false;                                                     \
         node_var = vlm_record(ctx, op, out, in_array, n, &vlm__failed);               \
