@@ -1,7 +1,6 @@
 /* vlm.c - the `vlm` command: dispatches to the subcommands that each module
  * exports (git style). Each subcommand parses its own options and has --help. */
-#include "data.h"
-#include "nn.h"
+#include "infer.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -13,7 +12,12 @@ typedef struct {
 } vlm_command;
 
 static const vlm_command commands[] = {
-    /* {"inspect", vlm_cmd_inspect, "list the tensors of a safetensors file"}, */
+    {"bench", vlm_cmd_bench, "measure the data loader's throughput (images/s)"},
+    {"eval", vlm_cmd_eval, "zero-shot classification and retrieval metrics of a trained model"},
+    {"inspect", vlm_cmd_inspect, "list the tensors of a safetensors file"},
+    {"pretrain", vlm_cmd_pretrain, "SigLIP contrastive pretraining (default: Fashion-MNIST)"},
+    {"prepare", vlm_cmd_prepare, "convert Fashion-MNIST, shapes, an image folder or COCO into a dataset"},
+    {"tokenizer", vlm_cmd_tokenizer, "train a byte-level BPE tokenizer; encode and decode text"},
     {NULL, NULL, NULL},
 };
 

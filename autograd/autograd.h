@@ -113,6 +113,50 @@ void vlm_tape_truncate(vlm_ctx *ctx, size_t mark);
 /* The grad buffer of t, allocated (zeroed, in the arena) on first use. */
 float *vlm_grad_of(vlm_ctx *ctx, vlm_tensor *t);
 
+/* ---- gradient checkpointing (autograd/checkpoint.c) ---------------------- */
+
+/* Arena positions. vlm_arena_rewind releases everything allocated after the
+ * mark (the memory is reused by later allocations; the peak is kept). Marks
+ * nest like a stack: rewinding to one invalidates every later mark, and the
+ * caller must no longer use anything allocated after it. A reset invalidates
+ * every mark. */
+typedef struct {
+    void *block;       /* the arena block in use at the mark (NULL: none yet) */
+    size_t block_used; /* its fill level */
+    size_t used;       /* vlm_arena_used() */
+} vlm_arena_pos;
+vlm_arena_pos vlm_arena_mark(const vlm_ctx *ctx);
+void vlm_arena_rewind(vlm_ctx *ctx, vlm_arena_pos pos);
+
+/* A segment: a pure function of its inputs and of `user` (parameters reached
+ * through user are read directly). It must be deterministic given the RNG
+ * state (dropout draws from the context's stream) and may not keep pointers to
+ * what it allocates. Returns NULL with error on failure. */
+typedef vlm_tensor *(*vlm_segment_fn)(vlm_ctx *ctx, vlm_tensor *const *inputs, int n,
+                                      const void *user);
+
+/* y = f(inputs) without keeping f's activations: f runs with grad off, its
+ * intermediates are released (the arena is rewound, y copied down), and one
+ * "checkpoint" node holds the inputs, f, user and the RNG state. Its backward
+ * re-runs f with recording on from that RNG state (dropout masks repeat; the
+ * stream is then put back where the backward found it), backpropagates
+ * through the recomputation into the inputs' and parameters' grads, and
+ * releases the recomputation. Grads are bit-for-bit those of f(inputs).
+ *  - n: 1..VLM_MAX_INPUTS. A NULL input returns NULL (error left as is).
+ *  - user_size > 0: user (that many bytes) is copied into the arena, so it may
+ *    live on the caller's stack; 0: the pointer itself must stay valid until
+ *    the backward. The copy is shallow.
+ *  - Grad off or no input requiring grad (frozen tower, data): f simply runs;
+ *    if it records nothing its intermediates are released as above, if it
+ *    does (trainable parameters inside, constant inputs) the segment is not
+ *    checkpointed and its nodes stay on the tape.
+ *  - Tensors that require grad and are not parameters should be inputs. One
+ *    captured through user still gets its grad, but then that segment's
+ *    recomputation is kept in the arena until the reset.
+ *  - Segments nest. An error while recomputing fails vlm_backward. */
+vlm_tensor *vlm_checkpoint(vlm_ctx *ctx, vlm_segment_fn f, const void *user, size_t user_size,
+                           vlm_tensor *const *inputs, int n);
+
 /* ---- parameters --------------------------------------------------------- */
 
 typedef struct vlm_params vlm_params;
@@ -149,6 +193,58 @@ const char *vlm_blas_corename(void);
 /* Threads for OpenMP regions and BLAS (0 = number of cores). */
 void vlm_set_num_threads(int n);
 int vlm_num_threads(void);
+
+/* ---- mixed precision ---------------------------------------------------- */
+/* The context's precision mode decides how vlm_linear and vlm_matmul compute
+ * and what they keep for backward; every other op, the parameters, their grads
+ * and the optimizer state stay f32 in every mode.
+ *  - F32 (default): f32 GEMMs (OpenBLAS), inputs kept by reference.
+ *  - BF16: forward and backward GEMMs on bf16 operands with f32 accumulation
+ *    and f32 outputs (oneDNN). The weight is converted once per forward; the
+ *    bf16 copies of the inputs and weight are what backward uses, so the
+ *    saved activations take 2 bytes per element. The incoming gradient is
+ *    rounded to bf16 for the backward GEMMs (as under PyTorch autocast).
+ *  - F16: inputs are rounded to f16 and that f16 copy is saved for backward;
+ *    the GEMMs run in f32 on the f16-rounded values (oneDNN has no fast f16
+ *    matmul without AVX512_FP16). Weights and gradients stay f32.
+ * The mode in force at forward time also governs that node's backward. */
+typedef enum { VLM_PREC_F32 = 0, VLM_PREC_BF16 = 1, VLM_PREC_F16 = 2 } vlm_precision;
+/* Returns 0, or -1 with error for an unknown mode. */
+int vlm_ctx_set_precision(vlm_ctx *ctx, vlm_precision p);
+vlm_precision vlm_ctx_precision(const vlm_ctx *ctx);
+const char *vlm_precision_name(vlm_precision p);
+/* True if the CPU has AVX512_BF16 (otherwise oneDNN emulates bf16: correct but
+ * no faster than f32). */
+bool vlm_bf16_native(void);
+
+/* C = op(A) op(B) + beta C for bf16 A, B (raw uint16 bits) and f32 C,
+ * row-major with leading dimensions as vlm_sgemm, accumulating in f32 through
+ * oneDNN's matmul primitive. Primitives are cached by shape, strides, beta and
+ * thread count. Returns 0 or -1 with error. */
+int vlm_gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t *A,
+                  int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* batch products, operands sa, sb, sc elements apart; sb == 0 shares B across
+ * the batch, sc == 0 sums every product into one C. */
+int vlm_gemm_bf16_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                          const uint16_t *A, int64_t lda, int64_t sa, const uint16_t *B,
+                          int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc, int64_t sc,
+                          int64_t batch);
+/* vlm_sgemm's contract (alpha 1) computed as a bf16 GEMM: A and B are rounded
+ * to bf16 (into per-thread scratch) first. For benchmarks and tests. */
+int vlm_sgemm_via_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc);
+/* Primitive cache counters since start (or the last clear), and a clear that
+ * destroys every cached primitive. */
+void vlm_gemm_bf16_stats(int64_t *hits, int64_t *misses);
+void vlm_gemm_bf16_cache_clear(void);
+/* Vectorised, OpenMP-parallel conversions with the scalar functions'
+ * rounding (nearest even): bf16 bit-identical to vlm_f32_to_bf16, f16 equal
+ * to vlm_f32_to_f16 except for NaN payloads. */
+void vlm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n);
+void vlm_bf16_to_f32_n(float *dst, const uint16_t *src, int64_t n);
+void vlm_f32_to_f16_n(uint16_t *dst, const float *src, int64_t n);
+void vlm_f16_to_f32_n(float *dst, const uint16_t *src, int64_t n);
 
 /* ---- ops ---------------------------------------------------------------- */
 /* Shapes: [..., X] means any number of leading dims (total <= 4). */

@@ -17,6 +17,7 @@ struct vlm_ctx {
     size_t tape_len, tape_cap;
     bool grad_enabled;
     uint64_t rng;
+    vlm_precision precision; /* mixed precision mode; 0 (calloc) = VLM_PREC_F32 */
 };
 
 #endif

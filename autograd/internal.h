@@ -72,6 +72,17 @@ uint64_t *vlm_ctx_rng(vlm_ctx *ctx);
         if (vlm__failed) return NULL;                                                 \
     } while (0)
 
+/* Mixed precision (gemm_bf16.c): per-thread growable scratch buffers for
+ * transient low-precision copies that must not pile up in the arena. A slot's
+ * pointer stays valid until the next call for the same slot in this thread. */
+#define VLM_MP_SCRATCH_SLOTS 3
+void *vlm_mp_scratch(int slot, size_t bytes);
+/* C = op(A) op(B) + bias (f32 [N] added to every row, NULL = none), bf16
+ * operands: vlm_gemm_bf16 with the bias fused into the primitive. */
+int vlm_gemm_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                       const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
+                       const float *bias, float *C, int64_t ldc);
+
 /* Parallel-for threshold: loops over fewer elements than this stay serial. */
 #define VLM_PAR_MIN 32768
 

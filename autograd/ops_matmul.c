@@ -1,9 +1,21 @@
 /* ops_matmul.c - matmul, linear and embedding.
  *
- * Every product goes through vlm_sgemm with transpose flags and leading
- * dimensions, so no transposed copy is made, forward or backward. Backward
- * GEMMs use beta = 1: grads accumulate, and an input used twice (x @ x^T)
- * receives both contributions. */
+ * Every product goes through vlm_sgemm (or, in BF16 mode, vlm_gemm_bf16) with
+ * transpose flags and leading dimensions, so no transposed copy is made,
+ * forward or backward. Backward GEMMs use beta = 1: grads accumulate, and an
+ * input used twice (x @ x^T) receives both contributions.
+ *
+ * Mixed precision (the context's mode at forward time, stored in the node):
+ *  - BF16: operands are converted to bf16 once, in the forward; the copies a
+ *    backward GEMM needs are kept in the arena (saved[]), the others live in
+ *    per-thread scratch. Backward rounds the incoming grad to bf16 (scratch)
+ *    and runs bf16 GEMMs with f32 accumulation into the f32 grads.
+ *  - F16: inputs are rounded to f16, the f16 copy is what backward keeps, and
+ *    the GEMMs run in f32 on the f16-rounded values (widened into scratch).
+ *    Forward and backward see the same rounded operands, so the grads are
+ *    the exact grads of the computed (rounded) function.
+ * An operand copy is kept only if the other operand's grad needs it: a frozen
+ * weight keeps no activation, a data input keeps no weight. */
 #include "internal.h"
 
 #include <limits.h>
@@ -16,6 +28,52 @@ static bool blas_fits(const char *op, int64_t m, int64_t n, int64_t k) {
     vlm_set_error("%s: GEMM of %lld x %lld x %lld exceeds the BLAS int range", op, (long long)m,
                   (long long)n, (long long)k);
     return false;
+}
+
+/* ---- mixed precision helpers ----------------------------------------------- */
+
+/* n elements of src rounded to bf16 or f16 (p), in the arena when kept for
+ * backward, else in scratch slot `slot`. */
+static uint16_t *lowp_copy(vlm_ctx *ctx, const float *src, int64_t n, vlm_precision p, bool keep,
+                           int slot) {
+    size_t bytes = (size_t)n * sizeof(uint16_t);
+    uint16_t *d = keep ? vlm_arena_alloc(ctx, bytes) : vlm_mp_scratch(slot, bytes);
+    if (!d) return NULL;
+    if (p == VLM_PREC_BF16)
+        vlm_f32_to_bf16_n(d, src, n);
+    else
+        vlm_f32_to_f16_n(d, src, n);
+    return d;
+}
+
+/* f32 copy (scratch slot) of n f16 values: the GEMM operand in F16 mode. */
+static float *widen_f16(const uint16_t *h, int64_t n, int slot) {
+    float *f = vlm_mp_scratch(slot, (size_t)n * sizeof(float));
+    if (f) vlm_f16_to_f32_n(f, h, n);
+    return f;
+}
+
+/* src rounded through f16 into scratch slot `slot` (f32); the f16 bits go to
+ * the arena (*kept) when keep, else through scratch slot 2. */
+static float *round_f16(vlm_ctx *ctx, const float *src, int64_t n, bool keep, int slot,
+                        uint16_t **kept) {
+    uint16_t *h = lowp_copy(ctx, src, n, VLM_PREC_F16, keep, 2);
+    if (!h) return NULL;
+    *kept = keep ? h : NULL;
+    return widen_f16(h, n, slot);
+}
+
+/* The incoming grad rounded to bf16 (scratch slot 0) for backward GEMMs. */
+static uint16_t *grad_bf16(const float *g, int64_t n) {
+    uint16_t *d = vlm_mp_scratch(0, (size_t)n * sizeof(uint16_t));
+    if (d) vlm_f32_to_bf16_n(d, g, n);
+    return d;
+}
+
+static int missing_saved(const char *op) {
+    return vlm_set_error("%s backward: an input's requires_grad changed after the forward in "
+                         "mixed precision mode (its operand copy was not kept)",
+                         op);
 }
 
 /* ---- matmul: C = op(A) op(B) per batch ------------------------------------
@@ -103,37 +161,99 @@ vlm_tensor *vlm_matmul(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b, bool trans_a,
     if (!c) return NULL;
     mm_stack(&d);
     int64_t lda = d.ta ? d.M : d.K, ldb = d.tb ? d.K : d.N;
-    sgemm_strided(d.ta, d.tb, d.M, d.N, d.K, vlm_f32(a), lda, d.M * d.K, vlm_f32(b), ldb,
-                  d.shared ? 0 : d.K * d.N, 0.0f, vlm_f32(c), d.N, d.M * d.N, d.batch);
+    int64_t sa = d.M * d.K, sb = d.shared ? 0 : d.K * d.N, sc = d.M * d.N;
     vlm_tensor *in[2] = {a, b};
+    vlm_precision prec = vlm_ctx_precision(ctx);
+    bool rec = vlm_needs_grad(ctx, in, 2);
+    /* dB needs A's copy, dA needs B's */
+    bool keep_a = rec && b->requires_grad, keep_b = rec && a->requires_grad;
+    uint16_t *la = NULL, *lb = NULL; /* the low-precision copies kept for backward */
+    if (prec == VLM_PREC_BF16) {
+        uint16_t *A = lowp_copy(ctx, vlm_f32(a), a->numel, prec, keep_a, 0);
+        uint16_t *B = lowp_copy(ctx, vlm_f32(b), b->numel, prec, keep_b, 1);
+        if (!A || !B ||
+            vlm_gemm_bf16_batched(d.ta, d.tb, d.M, d.N, d.K, A, lda, sa, B, ldb, sb, 0.0f,
+                                  vlm_f32(c), d.N, sc, d.batch))
+            return NULL;
+        la = keep_a ? A : NULL;
+        lb = keep_b ? B : NULL;
+    } else if (prec == VLM_PREC_F16) {
+        const float *A = round_f16(ctx, vlm_f32(a), a->numel, keep_a, 0, &la);
+        const float *B = A ? round_f16(ctx, vlm_f32(b), b->numel, keep_b, 1, &lb) : NULL;
+        if (!B) return NULL;
+        sgemm_strided(d.ta, d.tb, d.M, d.N, d.K, A, lda, sa, B, ldb, sb, 0.0f, vlm_f32(c), d.N,
+                      sc, d.batch);
+    } else {
+        sgemm_strided(d.ta, d.tb, d.M, d.N, d.K, vlm_f32(a), lda, sa, vlm_f32(b), ldb, sb, 0.0f,
+                      vlm_f32(c), d.N, sc, d.batch);
+    }
     VLM_RECORD(node, ctx, VLM_OP_MATMUL, c, in, 2);
     if (node) {
-        int64_t args[] = {d.batch, d.M, d.N, d.K, d.ta, d.tb, d.shared};
+        int64_t args[] = {d.batch, d.M, d.N, d.K, d.ta, d.tb, d.shared, prec};
         memcpy(node->iarg, args, sizeof args);
+        node->saved[0] = la;
+        node->saved[1] = lb;
     }
     return c;
+}
+
+/* The four backward products, as one function of the GEMM to call, so the
+ * f32 and bf16 paths share the case analysis. A, B, dC are the operands in
+ * the element type the gemm takes. */
+typedef int (*mm_gemm_fn)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
+                          int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb,
+                          float *C, int64_t ldc, int64_t sc, int64_t batch);
+
+static int mm_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
+                       int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb, float *C,
+                       int64_t ldc, int64_t sc, int64_t batch) {
+    sgemm_strided(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, 1, C, ldc, sc, batch);
+    return 0;
+}
+
+static int mm_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
+                        int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb, float *C,
+                        int64_t ldc, int64_t sc, int64_t batch) {
+    return vlm_gemm_bf16_batched(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, 1, C, ldc, sc, batch);
+}
+
+static int mm_backward_gemms(const mm_dims *d, mm_gemm_fn gemm, const void *A, const void *B,
+                             const void *dC, float *da, float *db) {
+    int64_t lda = d->ta ? d->M : d->K, ldb = d->tb ? d->K : d->N;
+    int64_t sa = d->M * d->K, sb = d->shared ? 0 : d->K * d->N, sc = d->M * d->N;
+    int64_t M = d->M, N = d->N, K = d->K, nb = d->batch;
+    if (da && !d->ta && gemm(false, !d->tb, M, K, N, dC, N, sc, B, ldb, sb, da, K, sa, nb))
+        return -1;
+    if (da && d->ta && gemm(d->tb, true, K, M, N, B, ldb, sb, dC, N, sc, da, M, sa, nb)) return -1;
+    if (db && !d->tb && gemm(!d->ta, false, K, N, M, A, lda, sa, dC, N, sc, db, N, sb, nb))
+        return -1;
+    if (db && d->tb && gemm(true, d->ta, N, K, M, dC, N, sc, A, lda, sa, db, K, sb, nb))
+        return -1;
+    return 0;
 }
 
 int vlm_matmul_backward(vlm_ctx *ctx, vlm_node *node) {
     const int64_t *g = node->iarg;
     mm_dims d = {g[0], g[1], g[2], g[3], g[4] != 0, g[5] != 0, g[6] != 0};
+    vlm_precision prec = (vlm_precision)g[7];
     vlm_tensor *a = node->in[0], *b = node->in[1];
     float *da = vlm_input_grad(ctx, a), *db = vlm_input_grad(ctx, b);
     if ((a->requires_grad && !da) || (b->requires_grad && !db)) return -1;
-    const float *A = vlm_f32(a), *B = vlm_f32(b), *dC = node->out->grad;
-    int64_t lda = d.ta ? d.M : d.K, ldb = d.tb ? d.K : d.N;
-    int64_t sa = d.M * d.K, sb = d.shared ? 0 : d.K * d.N, sc = d.M * d.N;
-    if (da && !d.ta)
-        sgemm_strided(false, !d.tb, d.M, d.K, d.N, dC, d.N, sc, B, ldb, sb, 1, da, d.K, sa,
-                      d.batch);
-    if (da && d.ta)
-        sgemm_strided(d.tb, true, d.K, d.M, d.N, B, ldb, sb, dC, d.N, sc, 1, da, d.M, sa, d.batch);
-    if (db && !d.tb)
-        sgemm_strided(!d.ta, false, d.K, d.N, d.M, A, lda, sa, dC, d.N, sc, 1, db, d.N, sb,
-                      d.batch);
-    if (db && d.tb)
-        sgemm_strided(true, d.ta, d.N, d.K, d.M, dC, d.N, sc, A, lda, sa, 1, db, d.K, sb, d.batch);
-    return 0;
+    const float *dC = node->out->grad;
+    const uint16_t *la = node->saved[0], *lb = node->saved[1];
+    if (prec != VLM_PREC_F32 && ((db && !la) || (da && !lb))) return missing_saved("matmul");
+    if (prec == VLM_PREC_BF16) {
+        const uint16_t *dCb = grad_bf16(dC, node->out->numel);
+        if (!dCb) return -1;
+        return mm_backward_gemms(&d, mm_gemm_bf16, la, lb, dCb, da, db);
+    }
+    if (prec == VLM_PREC_F16) {
+        const float *A = db ? widen_f16(la, a->numel, 1) : NULL;
+        const float *B = da ? widen_f16(lb, b->numel, 2) : NULL;
+        if ((db && !A) || (da && !B)) return -1;
+        return mm_backward_gemms(&d, mm_gemm_f32, A, B, dC, da, db);
+    }
+    return mm_backward_gemms(&d, mm_gemm_f32, vlm_f32(a), vlm_f32(b), dC, da, db);
 }
 
 /* ---- linear: Y = X W^T + b over all leading rows of x -----------------------
@@ -170,16 +290,43 @@ vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b
     vlm_tensor *y = vlm_tensor_new(ctx, VLM_F32, x->ndim, shape);
     if (!y) return NULL;
     float *Y = vlm_f32(y);
-    if (bias) {
+    vlm_precision prec = vlm_ctx_precision(ctx);
+    if (bias && prec != VLM_PREC_BF16) { /* BF16: the primitive adds the bias */
 #pragma omp parallel for if (y->numel >= VLM_PAR_MIN)
         for (int64_t r = 0; r < rows; r++)
             memcpy(Y + r * out, bias->data, (size_t)out * sizeof(float));
     }
-    vlm_sgemm(false, true, rows, out, in, 1.0f, vlm_f32(x), in, vlm_f32(w), in, bias ? 1.0f : 0.0f,
-              Y, out);
+    float beta = bias ? 1.0f : 0.0f;
     vlm_tensor *inputs[3] = {x, w, bias};
-    VLM_RECORD(node, ctx, VLM_OP_LINEAR, y, inputs, bias ? 3 : 2);
-    if (node) node->iarg[0] = rows;
+    int n_in = bias ? 3 : 2;
+    bool rec = vlm_needs_grad(ctx, inputs, n_in);
+    /* dW needs x's copy, dX needs W's */
+    bool keep_x = rec && w->requires_grad, keep_w = rec && x->requires_grad;
+    uint16_t *lx = NULL, *lw = NULL; /* the low-precision copies kept for backward */
+    if (prec == VLM_PREC_BF16) {
+        uint16_t *X = lowp_copy(ctx, vlm_f32(x), x->numel, prec, keep_x, 0);
+        uint16_t *W = lowp_copy(ctx, vlm_f32(w), w->numel, prec, keep_w, 1);
+        if (!X || !W ||
+            vlm_gemm_bf16_bias(false, true, rows, out, in, X, in, W, in,
+                               bias ? vlm_f32(bias) : NULL, Y, out))
+            return NULL;
+        lx = keep_x ? X : NULL;
+        lw = keep_w ? W : NULL;
+    } else if (prec == VLM_PREC_F16) {
+        /* only the activation is rounded: W is the f32 master and dX uses it as is */
+        const float *X = round_f16(ctx, vlm_f32(x), x->numel, keep_x, 0, &lx);
+        if (!X) return NULL;
+        vlm_sgemm(false, true, rows, out, in, 1.0f, X, in, vlm_f32(w), in, beta, Y, out);
+    } else {
+        vlm_sgemm(false, true, rows, out, in, 1.0f, vlm_f32(x), in, vlm_f32(w), in, beta, Y, out);
+    }
+    VLM_RECORD(node, ctx, VLM_OP_LINEAR, y, inputs, n_in);
+    if (node) {
+        node->iarg[0] = rows;
+        node->iarg[1] = prec;
+        node->saved[0] = lx;
+        node->saved[1] = lw;
+    }
     return y;
 }
 
@@ -209,9 +356,26 @@ int vlm_linear_backward(vlm_ctx *ctx, vlm_node *node) {
         (bias && bias->requires_grad && !db))
         return -1;
     int64_t rows = node->iarg[0], out = w->shape[0], in = w->shape[1];
+    vlm_precision prec = (vlm_precision)node->iarg[1];
     const float *dY = node->out->grad;
-    if (dx) vlm_sgemm(false, false, rows, in, out, 1.0f, dY, out, vlm_f32(w), in, 1.0f, dx, in);
-    if (dw) vlm_sgemm(true, false, out, in, rows, 1.0f, dY, out, vlm_f32(x), in, 1.0f, dw, in);
+    const uint16_t *lx = node->saved[0], *lw = node->saved[1];
+    if (prec == VLM_PREC_BF16) {
+        if ((dw && !lx) || (dx && !lw)) return missing_saved("linear");
+        const uint16_t *dYb = dx || dw ? grad_bf16(dY, rows * out) : NULL;
+        if ((dx || dw) && !dYb) return -1;
+        if (dx && vlm_gemm_bf16(false, false, rows, in, out, dYb, out, lw, in, 1.0f, dx, in))
+            return -1;
+        if (dw && vlm_gemm_bf16(true, false, out, in, rows, dYb, out, lx, in, 1.0f, dw, in))
+            return -1;
+    } else {
+        const float *X = vlm_f32(x);
+        if (prec == VLM_PREC_F16 && dw) {
+            if (!lx) return missing_saved("linear");
+            if (!(X = widen_f16(lx, rows * in, 0))) return -1;
+        }
+        if (dx) vlm_sgemm(false, false, rows, in, out, 1.0f, dY, out, vlm_f32(w), in, 1.0f, dx, in);
+        if (dw) vlm_sgemm(true, false, out, in, rows, 1.0f, dY, out, X, in, 1.0f, dw, in);
+    }
     if (db) col_sums(dY, rows, out, db);
     return 0;
 }

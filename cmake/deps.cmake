@@ -41,6 +41,12 @@ if(NOT HDF5_FOUND)
   vlm_missing("HDF5 C library" "libhdf5-dev")
 endif()
 
+# zlib: `vlm prepare fashion-mnist` reads the .gz idx files with gzread.
+find_package(ZLIB QUIET)
+if(NOT ZLIB_FOUND)
+  vlm_missing("zlib" "zlib1g-dev")
+endif()
+
 find_path(VLM_STB_INCLUDE stb_image.h PATH_SUFFIXES stb)
 if(NOT VLM_STB_INCLUDE)
   vlm_missing("stb_image.h" "libstb-dev")

@@ -328,11 +328,27 @@ static int validate_captioner(const vlm_model_cfg *c) {
         divides(d->kv_heads, d->heads, "model.decoder.kv_heads", "model.decoder.heads") ||
         divides(c->pixel_shuffle, grid, "model.pixel_shuffle", "the patch grid side"))
         return -1;
+    if (positive(d->width, "model.decoder.width")) return -1;
     if ((d->width / d->heads) % 2)
         return vlm_set_error("config: decoder head size %d must be even for RoPE",
                              d->width / d->heads);
-    if (d->dropout < 0 || d->dropout >= 1)
-        return vlm_set_error("config: dropout must be in [0, 1)");
+    /* negated comparisons so that NaN fails too */
+    if (!(d->dropout >= 0 && d->dropout < 1))
+        return vlm_set_error("config: model.decoder.dropout (%g) must be in [0, 1)",
+                             (double)d->dropout);
+    if (!(d->rms_eps > 0) || !(c->fusion.ln_eps > 0))
+        return vlm_set_error("config: model.decoder.rms_eps (%g) and model.fusion.ln_eps (%g) "
+                             "must be positive",
+                             (double)d->rms_eps, (double)c->fusion.ln_eps);
+    if (!(d->rope_theta > 0) || isinf(d->rope_theta))
+        return vlm_set_error("config: model.decoder.rope_theta must be a positive number, got %g",
+                             (double)d->rope_theta);
+    /* the decoder sees image tokens + a prompt (>= 1) + a caption (>= 1) */
+    int image_tokens = (grid / c->pixel_shuffle) * (grid / c->pixel_shuffle);
+    if (d->max_len < image_tokens + 2)
+        return vlm_set_error("config: model.decoder.max_len (%d) leaves no room for a prompt and "
+                             "a caption after the %d image tokens",
+                             d->max_len, image_tokens);
     return 0;
 }
 

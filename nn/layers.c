@@ -135,7 +135,9 @@ void vlm_init_params(vlm_params *p, uint64_t seed) {
     for (int i = 0; i < vlm_params_count(p); i++) {
         vlm_tensor *t = vlm_params_at(p, i);
         float *x = vlm_f32(t);
-        bool is_norm = t->ndim == 1 && ends_with(t->name, ".weight") && strstr(t->name, "norm");
+        /* every 1-D ".weight" in these models is a norm gain (fusion.ln_q has no
+         * "norm" in its name, so the name alone would not do) */
+        bool is_norm = t->ndim == 1 && ends_with(t->name, ".weight");
         if (strcmp(t->name, "logit_scale") == 0)
             fill_const(x, t->numel, logf(10.0f));
         else if (strcmp(t->name, "logit_bias") == 0)

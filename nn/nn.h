@@ -112,7 +112,7 @@ int vlm_encoder_block_declare(vlm_params *p, vlm_encoder_block *b, int dim, int 
                               const char *name);
 
 /* Initialisation from a seed, by parameter name (so it does not depend on
- * declaration order): biases 0; norm weights 1; logit_scale log(10);
+ * declaration order): biases 0; norm weights (every 1-D ".weight") 1; logit_scale log(10);
  * logit_bias -10; every other tensor N(0, 0.02^2). Each tensor draws from its
  * own stream seeded by (seed, name). */
 void vlm_init_params(vlm_params *p, uint64_t seed);
@@ -232,7 +232,10 @@ typedef struct {
 } vlm_decoder;
 
 /* Per-layer key/value cache for incremental decoding: keys and values of
- * every position seen so far (after RoPE), [B, max_len, kv_heads, head_dim]. */
+ * every position seen so far (after RoPE), [B, max_len, kv_heads, head_dim],
+ * and which of them are padding. Heap memory, so the context may be reset
+ * between calls; cached positions are constants (gradients flow only through
+ * the positions of the current call). 1 <= max_len <= cfg->max_len. */
 typedef struct vlm_kv_cache vlm_kv_cache;
 vlm_kv_cache *vlm_kv_cache_new(const vlm_decoder_cfg *cfg, int batch, int max_len);
 void vlm_kv_cache_reset(vlm_kv_cache *c);
@@ -259,10 +262,13 @@ vlm_tensor *vlm_fusion_forward(vlm_ctx *ctx, const vlm_fusion_block *f, vlm_tens
 /* ids i32 [B, T] -> embeddings [B, T, D] */
 vlm_tensor *vlm_decoder_embed(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *ids);
 /* embeds [B, T, D] -> logits [B, T, V]. Without a cache: positions 0..T-1 and
- * the given mask (CAUSAL, or PREFIX with prefix_len). With a cache: the new
- * positions follow the cached ones, their keys/values are appended, and they
- * attend to everything cached plus themselves causally (mask->kind PREFIX
- * keeps the prefix bidirectional when the prefix is in this call). */
+ * the given mask (CAUSAL, or PREFIX with prefix_len; NULL = CAUSAL). With a
+ * cache: the new positions follow the cached ones, their keys/values are
+ * appended, and they attend to everything cached plus themselves causally
+ * (mask->kind PREFIX keeps the prefix bidirectional when the prefix is in
+ * this call; prefix_len counts absolute positions). mask->key_mask is u8
+ * [B, T] over this call's positions (0 = padding key); the cache remembers it,
+ * so later calls keep ignoring those keys. */
 vlm_tensor *vlm_decoder_forward(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *embeds,
                                 const vlm_attn_opts *mask, vlm_kv_cache *cache, bool training);
 
@@ -271,14 +277,86 @@ vlm_tensor *vlm_decoder_forward(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *
  * or NULL) -> [B, P, Dd] with P = N / s^2 + Tp. */
 vlm_tensor *vlm_captioner_prefix(vlm_ctx *ctx, const vlm_model *m, vlm_tensor *images,
                                  vlm_tensor *prompt_ids, vlm_tensor *prompt_mask, bool training);
+/* The decoder's key mask for [prefix; extra more positions]: u8 [B, P + extra],
+ * 0 at the prompt's padding (prompt_mask 0) and 1 elsewhere, so the fused
+ * tokens of padding are never attended (loss and generation alike). */
+vlm_tensor *vlm_captioner_key_mask(vlm_ctx *ctx, const vlm_model *m, vlm_tensor *prompt_mask,
+                                   int64_t extra);
 /* Teacher-forced caption loss: decoder input [prefix; embed(caption_in)] with
  * a prefix-LM mask; caption_in i32 [B, L] = BOS + caption tokens, targets i32
  * [B, L] = caption tokens + EOS with ignore_index (-100) on padding; mean
- * cross-entropy over the caption positions only. */
+ * cross-entropy over the caption positions only. The prompt's padding is
+ * masked as keys (vlm_captioner_key_mask). */
 vlm_tensor *vlm_captioner_loss(vlm_ctx *ctx, const vlm_model *m, vlm_tensor *images,
                                vlm_tensor *prompt_ids, vlm_tensor *prompt_mask,
                                vlm_tensor *caption_in, vlm_tensor *targets, bool training);
 #define VLM_IGNORE_INDEX (-100)
+
+/* ---- HF configs (nn/hf_config.c) ------------------------------------------------- */
+
+/* Configs from a Hugging Face checkpoint: its config.json and its
+ * model.safetensors. Hub config.json files are sparse (save_pretrained drops
+ * values equal to the class defaults), so every size comes from the tensor
+ * shapes; config.json gives only what shapes cannot (head counts, epsilons,
+ * RoPE base, pad id), with the transformers class defaults when a key is
+ * absent or null. A size config.json does state must agree with the shapes.
+ * Keys we do not read are ignored; a key we read with the wrong JSON type, a
+ * disagreement, or a setting we do not implement (hidden_act other than
+ * gelu_pytorch_tanh / silu, rope_scaling, attention biases in Llama, a
+ * SigLIP vision tower without its MAP head) is an error naming the file and
+ * the key. On error the output struct is untouched.
+ *
+ * SigLIP: config.json nested (SiglipModel: text_config / vision_config, each
+ * optional) or flat (SiglipVisionConfig / SiglipTextConfig keys at the top
+ * level). Only the towers present in the weights (vision_model.*,
+ * text_model.*) are overwritten in *cfg; everything else in *cfg (type,
+ * fusion, decoder, dropout, checkpointing, the other tower) is kept, so start
+ * from vlm_model_cfg_defaults() or a loaded config (e.g. a captioner taking
+ * its image tower from a SiglipVisionModel). Vision: width/channels/patch from
+ * patch_embedding [D, C, p, p], image_size = sqrt(position rows) * p, layers =
+ * highest layer index + 1, mlp from fc1; num_attention_heads (12),
+ * layer_norm_eps (1e-6). Text: vocab/width from token_embedding, ctx_len =
+ * position rows, head [E, D] with E = the vision width; num_attention_heads
+ * (12), layer_norm_eps (1e-6), pad_token_id (1). embed_dim is set to the
+ * vision width and the result must pass vlm_model_cfg_validate. */
+int vlm_model_cfg_from_hf_siglip(vlm_model_cfg *cfg, const char *config_json,
+                                 const char *safetensors);
+/* LlamaForCausalLM / SmolLM2 (names with or without "model."): vocab/width
+ * from embed_tokens, layers, mlp from gate_proj, kv heads checked against
+ * k_proj [kv * head_dim, D]; num_attention_heads (32), num_key_value_heads
+ * (= heads), rms_norm_eps (1e-6), rope_theta (10000), max_position_embeddings
+ * (2048, -> max_len), tie_word_embeddings (absent: tied exactly when the file
+ * has no lm_head.weight; false with no lm_head.weight is an error). dropout
+ * and checkpoint keep their values in *dec. */
+int vlm_model_cfg_from_hf_llama(vlm_decoder_cfg *dec, const char *config_json,
+                                const char *safetensors);
+
+/* Load HF weights into a built model; every name, shape and dtype is checked
+ * before any value is written, so on error the model is untouched. Errors
+ * list (the first three) unexpected or missing names with the file.
+ * SigLIP: names map 1:1 (vision_model.*, text_model.*, logit_scale,
+ * logit_bias); names ending in "position_ids" (buffers) are skipped. A
+ * "siglip" model needs every tower parameter and both logits; a "captioner"
+ * needs the vision tower, and takes the text tower (all of it) and logits only
+ * if the file has them. Other parameters (fusion, decoder) are left alone. */
+int vlm_load_hf_siglip(vlm_model *m, const char *safetensors);
+/* Decoder of a captioner from a LlamaForCausalLM file: "model.X" ->
+ * "decoder.model.X" (a bare LlamaModel file: "X" -> "decoder.model.X"),
+ * "lm_head.weight" -> "decoder.lm_head.weight" (required when untied; with a
+ * tied model it must equal embed_tokens, as HF would silently re-tie it).
+ * "rotary_emb.inv_freq" buffers are skipped. */
+int vlm_load_hf_decoder(vlm_model *m, const char *safetensors);
+
+/* Parameter counts computed from a config alone (nothing allocated), equal to
+ * vlm_params_numel of the model vlm_model_new builds; -1 for a config whose
+ * sizes cannot be counted (unknown type, negative sizes, zero heads/patch).
+ * A tied lm_head counts once. siglip-base-patch16-224: 203,155,970;
+ * SmolLM2-135M's decoder: 134,515,008. Shipped configs (configs/): tiny,
+ * model-fmnist, bench-siglip, bench-caption, siglip-base-patch16-224, and
+ * smollm2-135m-decoder, a snippet holding only model.decoder (no type) to be
+ * merged into a captioner config (copy the block, or --set model.decoder=...). */
+int64_t vlm_model_cfg_param_count(const vlm_model_cfg *cfg);
+int64_t vlm_decoder_cfg_param_count(const vlm_decoder_cfg *dec);
 
 /* ---- safetensors --------------------------------------------------------- */
 

@@ -6,6 +6,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- encoder blocks, optionally checkpointed --------------------------------------- */
+
+/* One block as a checkpoint segment (autograd.h): x is the input, the rest
+ * travels by value in the user data, which vlm_checkpoint copies into the
+ * arena (the mask's key_mask tensor is arena data that lives until the reset). */
+typedef struct {
+    const vlm_encoder_block *b;
+    vlm_attn_opts mask;
+    bool has_mask, training;
+    float eps, dropout;
+} block_segment;
+
+static vlm_tensor *block_segment_fn(vlm_ctx *ctx, vlm_tensor *const *in, int n,
+                                    const void *user) {
+    (void)n;
+    const block_segment *s = user;
+    return vlm_encoder_block_fwd(ctx, s->b, in[0], s->has_mask ? &s->mask : NULL, s->eps,
+                                 s->dropout, s->training);
+}
+
+/* With checkpoint the block keeps only its input and output until backward,
+ * which recomputes it (same grads bit for bit, dropout masks included). */
+static vlm_tensor *encoder_block(vlm_ctx *ctx, const vlm_encoder_block *b, vlm_tensor *x,
+                                 const vlm_attn_opts *mask, float eps, float dropout,
+                                 bool training, bool checkpoint) {
+    if (!checkpoint) return vlm_encoder_block_fwd(ctx, b, x, mask, eps, dropout, training);
+    block_segment s = {b, mask ? *mask : (vlm_attn_opts){0}, mask != NULL, training, eps,
+                       dropout};
+    return vlm_checkpoint(ctx, block_segment_fn, &s, sizeof s, &x, 1);
+}
+
 /* ---- image tower --------------------------------------------------------------- */
 
 static int declare_map_head(vlm_params *p, vlm_vision_tower *t, int d, int mlp) {
@@ -85,7 +116,8 @@ vlm_tensor *vlm_vision_forward(vlm_ctx *ctx, const vlm_vision_tower *t, vlm_tens
     vlm_tensor *x = vlm_linear(ctx, vlm_patchify(ctx, images, c->patch), w, t->patch.b);
     x = vlm_add(ctx, x, t->pos);
     for (int l = 0; l < c->layers; l++)
-        x = vlm_encoder_block_fwd(ctx, &t->layers[l], x, NULL, c->ln_eps, c->dropout, training);
+        x = encoder_block(ctx, &t->layers[l], x, NULL, c->ln_eps, c->dropout, training,
+                          c->checkpoint);
     x = vlm_layernorm_fwd(ctx, &t->post_ln, x, c->ln_eps);
     if (pooled) *pooled = x ? map_head(ctx, t, x) : NULL;
     return x;
@@ -137,7 +169,8 @@ vlm_tensor *vlm_text_forward(vlm_ctx *ctx, const vlm_text_tower *t, vlm_tensor *
     x = vlm_add(ctx, x, T == c->ctx_len ? t->pos : vlm_slice(ctx, t->pos, 0, 0, T));
     vlm_attn_opts mask = {.kind = VLM_MASK_NONE, .key_mask = key_mask};
     for (int l = 0; l < c->layers; l++)
-        x = vlm_encoder_block_fwd(ctx, &t->layers[l], x, &mask, c->ln_eps, c->dropout, training);
+        x = encoder_block(ctx, &t->layers[l], x, &mask, c->ln_eps, c->dropout, training,
+                          c->checkpoint);
     x = vlm_layernorm_fwd(ctx, &t->final_ln, x, c->ln_eps);
     if (pooled) {
         vlm_tensor *last =

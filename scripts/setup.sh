@@ -12,6 +12,7 @@ PACKAGES=(
   libhdf5-dev                      # datasets
   libcjson-dev                     # JSON: configs, safetensors headers, tokenizer.json
   libstb-dev                       # image decode/encode
+  zlib1g-dev                       # gzip: the Fashion-MNIST idx files
   dataset-fashion-mnist            # the default run's data
   gnuplot-nox                      # scripts/plot.sh
 )

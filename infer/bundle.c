@@ -1,0 +1,340 @@
+/* bundle.c - loading what inference needs from a run directory, a
+ * checkpoint or a Hugging Face SigLIP directory: config, weights, tokenizers,
+ * decoder specials and image preprocessing (infer.h says where each comes
+ * from). */
+#include "infer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---- paths --------------------------------------------------------------------------- */
+
+static bool is_dir(const char *p) {
+    struct stat s;
+    return !stat(p, &s) && S_ISDIR(s.st_mode);
+}
+static bool is_file(const char *p) {
+    struct stat s;
+    return !stat(p, &s) && S_ISREG(s.st_mode);
+}
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* dir/name into out (VLM_CFG_STR bytes); false if it does not fit. */
+static bool join(char *out, const char *dir, const char *name) {
+    int n = snprintf(out, VLM_CFG_STR, "%s/%s", dir, name);
+    return n > 0 && n < VLM_CFG_STR;
+}
+
+/* The directory of a file path ("." when it has none). */
+static void dir_of(const char *path, char *out) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        strcpy(out, ".");
+    else if (slash == path)
+        strcpy(out, "/");
+    else
+        snprintf(out, VLM_CFG_STR, "%.*s", (int)(slash - path), path);
+}
+
+/* The first of names found in dirs[0..n) (NULL-terminated names) into out. */
+static bool find_in(char dirs[][VLM_CFG_STR], int n, const char *const *names, char *out) {
+    for (int d = 0; d < n; d++)
+        for (int i = 0; names[i]; i++)
+            if (join(out, dirs[d], names[i]) && is_file(out)) return true;
+    return false;
+}
+
+/* ---- config ------------------------------------------------------------------------------ */
+
+/* What a loaded config says beyond the model. */
+typedef struct {
+    vlm_run_cfg run;
+    bool hf;                      /* a Hugging Face SigLIP config.json */
+    char file[VLM_CFG_STR + 64];  /* where it came from, for messages */
+} bundle_cfg;
+
+static bool is_hf_siglip(const cJSON *root) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    return cJSON_GetObjectItemCaseSensitive(root, "vision_config") ||
+           cJSON_GetObjectItemCaseSensitive(root, "text_config") ||
+           (cJSON_IsString(mt) && !strncmp(mt->valuestring, "siglip", 6));
+}
+
+/* A run config {"model": ..., "data": ...}, a bare model config, or HF. */
+static int bind_config(const cJSON *root, bundle_cfg *c) {
+    vlm_run_cfg_defaults(&c->run);
+    if (!cJSON_IsObject(root)) return vlm_set_error("%s: the config must be a JSON object", c->file);
+    if (is_hf_siglip(root)) {
+        c->hf = true;
+        strcpy(c->run.model.type, "siglip");
+        return 0;
+    }
+    int rc = cJSON_GetObjectItemCaseSensitive(root, "model")
+                 ? vlm_run_cfg_bind(root, &c->run)
+                 : vlm_cfg_bind(root, vlm_model_cfg_fields, &c->run.model, "model");
+    if (rc) return vlm_set_error("%s: %s", c->file, vlm_last_error());
+    return 0;
+}
+
+static int config_from_file(const char *path, bundle_cfg *c) {
+    snprintf(c->file, sizeof c->file, "%s", path);
+    cJSON *root = vlm_json_load(path);
+    if (!root) return -1;
+    int rc = bind_config(root, c);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* A checkpoint's vlm.config (or vlm.model_config) metadata; 1 if it has none. */
+static int config_from_meta(const char *weights, bundle_cfg *c) {
+    vlm_st *st = vlm_st_open(weights);
+    if (!st) return -1;
+    const char *keys[] = {"vlm.config", "vlm.model_config"};
+    int rc = 1;
+    for (int i = 0; i < 2 && rc == 1; i++) {
+        const char *json = vlm_st_meta(st, keys[i]);
+        if (!json) continue;
+        snprintf(c->file, sizeof c->file, "%s (metadata %s)", weights, keys[i]);
+        cJSON *root = cJSON_Parse(json);
+        rc = root ? bind_config(root, c) : vlm_set_error("%s: not valid JSON", c->file);
+        cJSON_Delete(root);
+    }
+    vlm_st_close(st);
+    return rc;
+}
+
+/* ---- locating the files -------------------------------------------------------------------- */
+
+typedef struct {
+    char weights[VLM_CFG_STR];
+    char dirs[2][VLM_CFG_STR]; /* where to look for config / tokenizers */
+    int n_dirs;
+} located;
+
+static int locate(const char *path, located *l) {
+    if (is_dir(path)) {
+        snprintf(l->dirs[0], VLM_CFG_STR, "%s", path);
+        l->n_dirs = 1;
+        if (!join(l->weights, path, "model.safetensors") || !is_file(l->weights))
+            return vlm_set_error("model '%s': no model.safetensors in this directory", path);
+        return 0;
+    }
+    if (!is_file(path))
+        return vlm_set_error("model '%s': no such file or directory (expected a run directory "
+                             "or a .safetensors file)",
+                             path);
+    snprintf(l->weights, VLM_CFG_STR, "%s", path);
+    dir_of(path, l->dirs[0]);
+    /* RUN/checkpoints/step-N.safetensors: the run's files are one level up */
+    join(l->dirs[1], l->dirs[0], "..");
+    l->n_dirs = 2;
+    return 0;
+}
+
+static int find_config(const char *path, const vlm_bundle_opts *o, located *l, bundle_cfg *c) {
+    if (o && o->config) return config_from_file(o->config, c);
+    int rc = is_dir(path) ? 1 : config_from_meta(l->weights, c);
+    if (rc <= 0) return rc;
+    char file[VLM_CFG_STR];
+    if (find_in(l->dirs, l->n_dirs, (const char *const[]){"config.json", NULL}, file))
+        return config_from_file(file, c);
+    return vlm_set_error("model '%s': no config (no config.json beside it%s; pass --config)", path,
+                         is_dir(path) ? "" : " and no vlm.config metadata");
+}
+
+/* ---- weights -------------------------------------------------------------------------------- */
+
+/* Our own files: every parameter by its name; checkpoints also hold the
+ * optimizer state ("optim.*"), skipped here. */
+static int load_own(vlm_model *m, const char *weights) {
+    vlm_st_load_report rep;
+    vlm_st_load_opts o = {.allow_unexpected = true};
+    int rc = vlm_st_load_params(m->params, weights, "", &o, &rep);
+    for (int i = 0; rc == 0 && i < rep.n_unexpected; i++)
+        if (strncmp(rep.unexpected[i], "optim.", 6))
+            rc = vlm_set_error("%s: tensor '%s' is not a parameter of this model (model.type "
+                               "\"%s\"); is the config the one it was trained with?",
+                               weights, rep.unexpected[i], m->cfg.type);
+    vlm_st_load_report_free(&rep);
+    return rc;
+}
+
+static vlm_model *load_model(bundle_cfg *c, const char *weights) {
+    if (c->hf && vlm_model_cfg_from_hf_siglip(&c->run.model, c->file, weights)) return NULL;
+    vlm_model *m = vlm_model_new(&c->run.model, 0);
+    if (!m) {
+        vlm_set_error("%s: %s", c->file, vlm_last_error());
+        return NULL;
+    }
+    if (c->hf ? vlm_load_hf_siglip(m, weights) : load_own(m, weights)) {
+        vlm_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- tokenizers ------------------------------------------------------------------------------ */
+
+static int find_tokenizer(const vlm_bundle_opts *o, located *l, const bundle_cfg *c, char *out) {
+    if (o && o->tokenizer) {
+        snprintf(out, VLM_CFG_STR, "%s", o->tokenizer);
+        return 0;
+    }
+    if (find_in(l->dirs, l->n_dirs, (const char *const[]){"tokenizer.json", "spiece.model", NULL},
+                out))
+        return 0;
+    const char *t = c->run.data.tokenizer;
+    if (strcmp(t, "train") && is_file(t)) {
+        snprintf(out, VLM_CFG_STR, "%s", t);
+        return 0;
+    }
+    return vlm_set_error("model '%s': no tokenizer (no tokenizer.json or spiece.model beside "
+                         "it; pass --tokenizer)",
+                         l->weights);
+}
+
+static int32_t bpe_first(const vlm_bpe *bpe, const char *const *names) {
+    for (int i = 0; names[i]; i++) {
+        int32_t id = vlm_bpe_token_id(bpe, names[i]);
+        if (id >= 0) return id;
+    }
+    vlm_clear_error();
+    return -1;
+}
+
+/* The decoder's tokenizer and its BOS / EOS / pad ids. */
+static int load_decoder_tokenizer(vlm_bundle *b, const vlm_bundle_opts *o, located *l) {
+    char path[VLM_CFG_STR];
+    if (o && o->decoder_tokenizer)
+        snprintf(path, sizeof path, "%s", o->decoder_tokenizer);
+    else if (!find_in(l->dirs, l->n_dirs, (const char *const[]){"decoder_tokenizer.json", NULL},
+                      path))
+        snprintf(path, sizeof path, "%s", b->tokenizer);
+    if (ends_with(path, ".model")) {
+        if (!(b->dec_spm = vlm_spm_load(path))) return -1;
+        b->eos_id = vlm_spm_eos_id(b->dec_spm);
+        b->bos_id = vlm_spm_bos_id(b->dec_spm);
+        b->pad_id = vlm_spm_pad_id(b->dec_spm);
+    } else {
+        if (!(b->dec_bpe = vlm_bpe_load(path))) return -1;
+        b->eos_id = bpe_first(b->dec_bpe, (const char *const[]){"<eos>", "</s>", "<|endoftext|>", NULL});
+        b->bos_id = bpe_first(b->dec_bpe, (const char *const[]){"<bos>", "<s>", NULL});
+        b->pad_id = bpe_first(b->dec_bpe, (const char *const[]){"<pad>", NULL});
+    }
+    if (b->bos_id < 0) b->bos_id = b->eos_id; /* GPT-2 style: one token for both */
+    if (b->pad_id < 0) b->pad_id = b->eos_id;
+    return 0;
+}
+
+/* ---- the bundle --------------------------------------------------------------------------------- */
+
+static int finish(vlm_bundle *b, const bundle_cfg *c) {
+    const vlm_model_cfg *mc = &b->model->cfg;
+    const vlm_data_cfg *d = &c->run.data;
+    if (mc->vision.channels != 3)
+        return vlm_set_error("%s: model.vision.channels is %d; images are decoded as RGB (3)",
+                             c->file, mc->vision.channels);
+    if (d->image_size && d->image_size != mc->vision.image_size)
+        return vlm_set_error("%s: data.image_size %d differs from model.vision.image_size %d",
+                             c->file, d->image_size, mc->vision.image_size);
+    b->image = vlm_image_opts_default(mc->vision.image_size);
+    memcpy(b->image.mean, d->mean, sizeof b->image.mean);
+    memcpy(b->image.std, d->std, sizeof b->image.std);
+    b->ctx_len = d->ctx_len ? d->ctx_len : mc->text.ctx_len;
+    if (b->ctx_len < 1 || b->ctx_len > mc->text.ctx_len)
+        return vlm_set_error("%s: data.ctx_len %d outside [1, model.text.ctx_len = %d]", c->file,
+                             b->ctx_len, mc->text.ctx_len);
+    b->key_mask = d->key_mask;
+    snprintf(b->templates, sizeof b->templates, "%s", d->templates);
+    return 0;
+}
+
+vlm_bundle *vlm_bundle_load(const char *path, const vlm_bundle_opts *opts) {
+    vlm_bundle *b = calloc(1, sizeof *b);
+    bundle_cfg *c = calloc(1, sizeof *c);
+    located l = {0};
+    int rc = b && c ? 0 : vlm_set_error("model: out of memory");
+    if (!rc) rc = locate(path, &l);
+    if (!rc) rc = find_config(path, opts, &l, c);
+    if (!rc) snprintf(b->weights, sizeof b->weights, "%s", l.weights);
+    if (!rc && !(b->model = load_model(c, l.weights))) rc = -1;
+    if (!rc) rc = find_tokenizer(opts, &l, c, b->tokenizer);
+    if (!rc && !(b->text = vlm_text_encoder_load(b->tokenizer, b->model->cfg.text.pad_id))) rc = -1;
+    if (!rc && b->model->captioner) rc = load_decoder_tokenizer(b, opts, &l);
+    if (!rc) rc = finish(b, c);
+    free(c);
+    if (rc) {
+        vlm_bundle_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void vlm_bundle_free(vlm_bundle *b) {
+    if (!b) return;
+    vlm_model_free(b->model);
+    vlm_text_encoder_free(b->text);
+    vlm_bpe_free(b->dec_bpe);
+    vlm_spm_free(b->dec_spm);
+    free(b);
+}
+
+bool vlm_bundle_is_captioner(const vlm_bundle *b) { return b && b->model && b->model->captioner; }
+
+int vlm_bundle_embed_dim(const vlm_bundle *b) { return b->model->cfg.embed_dim; }
+
+float vlm_bundle_logit_scale(const vlm_bundle *b) {
+    return b->model->logit_scale ? expf(vlm_f32(b->model->logit_scale)[0]) : 1.0f;
+}
+
+float vlm_bundle_logit_bias(const vlm_bundle *b) {
+    return b->model->logit_bias ? vlm_f32(b->model->logit_bias)[0] : 0.0f;
+}
+
+int vlm_bundle_load_image(const vlm_bundle *b, const char *path, float *out) {
+    vlm_image img;
+    if (vlm_image_load(path, NULL, &img)) return -1;
+    int rc = vlm_image_to_input(&img, &b->image, NULL, out);
+    vlm_image_free(&img);
+    if (rc) return vlm_set_error("%s: %s", path, vlm_last_error());
+    return 0;
+}
+
+int vlm_bundle_tokenize(const vlm_bundle *b, const char *text, int32_t *ids, uint8_t *mask) {
+    memset(ids, 0, (size_t)b->ctx_len * sizeof *ids);
+    memset(mask, 0, (size_t)b->ctx_len);
+    if (vlm_text_encode(b->text, text, ids, mask, b->ctx_len) < 0) return -1;
+    int V = b->model->cfg.text.vocab;
+    for (int i = 0; i < b->ctx_len; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return vlm_set_error("tokenizer %s gives id %d for \"%s\", outside model.text.vocab "
+                                 "%d: the tokenizer does not belong to this model",
+                                 b->tokenizer, ids[i], text, V);
+    return 0;
+}
+
+/* Ids the tokenizer cannot show (an untrained model can produce ids past a
+ * tokenizer smaller than the decoder's vocab) are left out. */
+char *vlm_bundle_decode(const vlm_bundle *b, const int32_t *ids, int n) {
+    int32_t *keep = malloc((size_t)(n > 0 ? n : 1) * sizeof *keep);
+    if (!keep) {
+        vlm_set_error("decode: out of memory");
+        return NULL;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        bool known = b->dec_bpe ? vlm_bpe_token(b->dec_bpe, ids[i]) != NULL
+                                : b->dec_spm && ids[i] >= 0 && ids[i] < vlm_spm_size(b->dec_spm);
+        if (known) keep[k++] = ids[i];
+    }
+    char *s = b->dec_bpe ? vlm_bpe_decode(b->dec_bpe, keep, k, true, NULL)
+              : b->dec_spm ? vlm_spm_decode(b->dec_spm, keep, k)
+                           : (vlm_set_error("decode: the model has no decoder tokenizer"), NULL);
+    free(keep);
+    return s;
+}
