@@ -137,15 +137,19 @@ typedef vlm_tensor *(*vlm_segment_fn)(vlm_ctx *ctx, vlm_tensor *const *inputs, i
 
 /* y = f(inputs) without keeping f's activations: f runs with grad off, its
  * intermediates are released (the arena is rewound, y copied down), and one
- * "checkpoint" node holds the inputs, f, user and the RNG state. Its backward
- * re-runs f with recording on from that RNG state (dropout masks repeat; the
- * stream is then put back where the backward found it), backpropagates
- * through the recomputation into the inputs' and parameters' grads, and
- * releases the recomputation. Grads are bit-for-bit those of f(inputs).
+ * "checkpoint" node holds the inputs, f, user, the RNG state and the precision
+ * mode. Its backward re-runs f with recording on from that RNG state and mode
+ * (dropout masks repeat; the stream is then put back where the backward found
+ * it), backpropagates through the recomputation into the inputs' and
+ * parameters' grads, and releases the recomputation. Grads are bit-for-bit
+ * those of f(inputs). Kept until the reset per segment: y, y's grad and the
+ * inputs' grads; the peak adds one segment's recomputation.
  *  - n: 1..VLM_MAX_INPUTS. A NULL input returns NULL (error left as is).
  *  - user_size > 0: user (that many bytes) is copied into the arena, so it may
  *    live on the caller's stack; 0: the pointer itself must stay valid until
  *    the backward. The copy is shallow.
+ *  - y requires grad whenever an input does (as with PyTorch's checkpoint),
+ *    even if f happens not to use it; those grads are then zero.
  *  - Grad off or no input requiring grad (frozen tower, data): f simply runs;
  *    if it records nothing its intermediates are released as above, if it
  *    does (trainable parameters inside, constant inputs) the segment is not
@@ -207,7 +211,13 @@ int vlm_num_threads(void);
  *  - F16: inputs are rounded to f16 and that f16 copy is saved for backward;
  *    the GEMMs run in f32 on the f16-rounded values (oneDNN has no fast f16
  *    matmul without AVX512_FP16). Weights and gradients stay f32.
- * The mode in force at forward time also governs that node's backward. */
+ * The mode in force at forward time also governs that node's backward.
+ * vlm_linear also takes x already in the mode's storage type (a bf16 tensor in
+ * BF16 mode, f16 in F16 mode) and keeps it by reference; its grad is f32 like
+ * every grad. That is how the saving becomes real in the arena: an f32 x stays
+ * allocated until the reset whether or not the linear keeps a copy, so only a
+ * producer that emits bf16 (layernorm or gelu output feeding linears) avoids
+ * holding the 4-byte activation. */
 typedef enum { VLM_PREC_F32 = 0, VLM_PREC_BF16 = 1, VLM_PREC_F16 = 2 } vlm_precision;
 /* Returns 0, or -1 with error for an unknown mode. */
 int vlm_ctx_set_precision(vlm_ctx *ctx, vlm_precision p);

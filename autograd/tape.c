@@ -105,11 +105,14 @@ static int run_mutated(vlm_ctx *ctx, vlm_node *node, float f) {
         if (!old[i]) return -1;
         memcpy(old[i], g, (size_t)t->numel * sizeof(float));
     }
-    if (vlm_op_table[node->op].backward(ctx, node) != 0) return -1;
-    for (int i = 0; i < node->n_in; i++) {
+    /* a checkpoint backward records a recomputation, which may move the tape:
+     * keep our own copy of the node */
+    vlm_node nd = *node;
+    if (vlm_op_table[nd.op].backward(ctx, node) != 0) return -1;
+    for (int i = 0; i < nd.n_in; i++) {
         if (!old[i]) continue;
-        float *g = node->in[i]->grad;
-        for (int64_t e = 0; e < node->in[i]->numel; e++) g[e] = old[i][e] + f * (g[e] - old[i][e]);
+        float *g = nd.in[i]->grad;
+        for (int64_t e = 0; e < nd.in[i]->numel; e++) g[e] = old[i][e] + f * (g[e] - old[i][e]);
     }
     return 0;
 }

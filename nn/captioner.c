@@ -341,6 +341,22 @@ static vlm_tensor *decoder_layer(vlm_ctx *ctx, const vlm_decoder *d, int l, vlm_
     return vlm_residual(ctx, x, vlm_swiglu_fwd(ctx, &L->mlp, h), p, training);
 }
 
+/* One decoder layer as a gradient-checkpointing segment (no KV cache: a
+ * cache means inference, where there is nothing to save). */
+typedef struct {
+    const vlm_decoder *d;
+    int l;
+    vlm_attn_opts mask;
+    bool training;
+} decoder_segment;
+
+static vlm_tensor *decoder_segment_fn(vlm_ctx *ctx, vlm_tensor *const *in, int n,
+                                      const void *user) {
+    (void)n;
+    const decoder_segment *s = user;
+    return decoder_layer(ctx, s->d, s->l, in[0], &s->mask, NULL, s->training);
+}
+
 /* Every layer, without the final norm and head (so the captioner's loss can
  * drop the prefix positions before the [V, D] head GEMM). */
 static vlm_tensor *decoder_trunk(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *x,
@@ -354,8 +370,14 @@ static vlm_tensor *decoder_trunk(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor 
         m.key_mask = cache_key_mask(ctx, c, new_mask, x->shape[1], &failed);
         if (failed) return NULL;
     }
-    for (int l = 0; l < d->cfg.layers && x; l++)
-        x = decoder_layer(ctx, d, l, x, &m, c, training);
+    for (int l = 0; l < d->cfg.layers && x; l++) {
+        if (d->cfg.checkpoint && !c) {
+            decoder_segment seg = {d, l, m, training};
+            x = vlm_checkpoint(ctx, decoder_segment_fn, &seg, sizeof seg, &x, 1);
+        } else {
+            x = decoder_layer(ctx, d, l, x, &m, c, training);
+        }
+    }
     if (x && c) cache_commit(c, new_mask, x->shape[1]);
     return x;
 }

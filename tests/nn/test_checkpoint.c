@@ -3,7 +3,8 @@
  * BITWISE identical loss, identical grads for every parameter and the same
  * RNG state with checkpointing on and off (with and without a key-padding
  * mask, and with a frozen vision tower); with several layers the arena peak
- * is lower.
+ * is lower. The captioner (vision, prompt text tower and decoder all
+ * checkpointed, dropout everywhere) gives bitwise equal loss and grads too.
  *
  * `nn_test_checkpoint --bench [batch [reps]]` instead times forward + backward and
  * reports the arena peak, plain and checkpointed, for a mid-size model
@@ -124,6 +125,70 @@ static void compare(const char *what, int layers, bool use_mask, bool freeze_vis
     free(b.grads);
 }
 
+/* The captioner with checkpointing in all three stacks (vision, prompt text
+ * tower, decoder) and dropout everywhere: loss and every grad bitwise equal. */
+static vlm_model_cfg caption_cfg(bool ckpt) {
+    vlm_model_cfg c = small_cfg(2, 8, 8, 5, ckpt);
+    strcpy(c.type, "captioner");
+    c.fusion = (vlm_fusion_cfg){.heads = 2, .mlp = 12, .ln_eps = 1e-6f};
+    c.decoder = (vlm_decoder_cfg){.vocab = 13, .width = 8, .layers = 2, .heads = 2,
+                                  .kv_heads = 1, .mlp = 12, .max_len = 32, .rms_eps = 1e-5f,
+                                  .rope_theta = 10000, .dropout = 0.1f, .tie_embeddings = true,
+                                  .checkpoint = ckpt};
+    return c;
+}
+
+static step_result caption_step(const vlm_model_cfg *cfg) {
+    step_result r = {0};
+    vlm_model *m = vlm_model_new(cfg, 1);
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    if (!m || !ctx) {
+        r.rc = -1;
+        vlm_model_free(m);
+        vlm_ctx_free(ctx);
+        return r;
+    }
+    vlm_ctx_seed(ctx, 77);
+    static const int32_t prompt[6] = {1, 2, 3, 4, 5, 0}, in[8] = {1, 5, 6, 7, 1, 8, 9, 0},
+                         tgt[8] = {5, 6, 7, 2, 8, 9, 2, -100};
+    static const uint8_t pmask[6] = {1, 1, 1, 1, 1, 0};
+    vlm_tensor *img = input(ctx, 4, (int64_t[]){2, 3, 8, 8}, 9);
+    vlm_tensor *p = vlm_tensor_from(ctx, VLM_I32, 2, (int64_t[]){2, 3}, prompt);
+    vlm_tensor *pm = vlm_tensor_from(ctx, VLM_U8, 2, (int64_t[]){2, 3}, pmask);
+    vlm_tensor *ci = vlm_tensor_from(ctx, VLM_I32, 2, (int64_t[]){2, 4}, in);
+    vlm_tensor *tg = vlm_tensor_from(ctx, VLM_I32, 2, (int64_t[]){2, 4}, tgt);
+    vlm_tensor *loss = vlm_captioner_loss(ctx, m, img, p, pm, ci, tg, true);
+    r.rc = vlm_backward(ctx, loss);
+    if (r.rc) fprintf(stderr, "captioner backward: %s\n", vlm_last_error());
+    r.loss = loss ? vlm_f32(loss)[0] : 0;
+    r.rng = vlm_ctx_rng_state(ctx);
+    r.peak = vlm_arena_peak(ctx);
+    r.n = vlm_params_numel(m->params);
+    r.grads = malloc((size_t)r.n * sizeof(float));
+    if (r.grads) memcpy(r.grads, vlm_params_grads(m->params), (size_t)r.n * sizeof(float));
+    vlm_ctx_free(ctx);
+    vlm_model_free(m);
+    return r;
+}
+
+static void test_captioner(void) {
+    vlm_model_cfg off = caption_cfg(false), on = caption_cfg(true);
+    step_result a = caption_step(&off), b = caption_step(&on);
+    CHECK(a.rc == 0 && b.rc == 0 && a.grads && b.grads, "captioner steps ran");
+    if (a.grads && b.grads) {
+        CHECK(memcmp(&a.loss, &b.loss, sizeof a.loss) == 0, "captioner loss %.9g vs %.9g",
+              (double)a.loss, (double)b.loss);
+        CHECK(memcmp(a.grads, b.grads, (size_t)a.n * sizeof(float)) == 0,
+              "captioner grads differ, first in %s", first_diff(&off, a.grads, b.grads));
+        CHECK(a.rng == b.rng, "captioner RNG after the step");
+        CHECK(b.peak < a.peak, "captioner arena peak %zu (checkpointed) vs %zu", b.peak, a.peak);
+        printf("%-34s loss %.9g  bitwise equal grads over %lld values, peak %zu -> %zu B\n",
+               "captioner (vision+text+decoder)", (double)a.loss, (long long)a.n, a.peak, b.peak);
+    }
+    free(a.grads);
+    free(b.grads);
+}
+
 static void test_dropout_changes_loss(void) {
     vlm_model_cfg c = small_cfg(2, 8, 8, 5, true);
     step_result a = step(&c, true, false);
@@ -215,6 +280,7 @@ int main(int argc, char **argv) {
     compare("1 layer", 1, false, false);
     compare("3 layers, key-padding mask", 3, true, false);
     compare("2 layers, frozen vision tower", 2, true, true);
+    test_captioner();
     test_peak();
     return TEST_DONE();
 }
