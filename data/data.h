@@ -315,6 +315,10 @@ const char *vlm_dataset_source(const vlm_dataset *ds); /* attribute; "" if absen
 int vlm_dataset_read_image(vlm_dataset *ds, int64_t i, vlm_image *out);
 /* Caption j as a malloc'd UTF-8 string, or NULL with error. */
 char *vlm_dataset_read_caption(vlm_dataset *ds, int64_t j);
+/* Every caption, in order, as malloc'd strings (*n of them); free with
+ * vlm_strings_free. NULL with error. */
+char **vlm_dataset_read_captions(vlm_dataset *ds, int64_t *n);
+void vlm_strings_free(char **s, int64_t n);
 /* Image of caption j, or -1 with error when j is out of range. */
 int64_t vlm_dataset_caption_image(const vlm_dataset *ds, int64_t j);
 bool vlm_dataset_has_labels(const vlm_dataset *ds);

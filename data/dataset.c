@@ -1091,3 +1091,26 @@ char *vlm_dataset_read_caption(vlm_dataset *d, int64_t j) {
     if (!s && !(s = strdup(""))) vlm_set_error("dataset '%s': out of memory", d->path);
     return s;
 }
+
+char **vlm_dataset_read_captions(vlm_dataset *d, int64_t *n) {
+    *n = 0;
+    int64_t m = vlm_dataset_num_captions(d);
+    char **texts = calloc((size_t)(m ? m : 1), sizeof *texts);
+    if (!texts) {
+        vlm_set_error("dataset '%s': out of memory for %lld captions", d->path, (long long)m);
+        return NULL;
+    }
+    for (int64_t j = 0; j < m; j++) {
+        if (!(texts[j] = vlm_dataset_read_caption(d, j))) {
+            vlm_strings_free(texts, j);
+            return NULL;
+        }
+    }
+    *n = m;
+    return texts;
+}
+
+void vlm_strings_free(char **s, int64_t n) {
+    for (int64_t i = 0; s && i < n; i++) free(s[i]);
+    free(s);
+}

@@ -22,7 +22,8 @@ static void usage_main(FILE *f) {
 
 static void usage_train(FILE *f) {
     fprintf(f,
-            "usage: vlm tokenizer train --input FILE --vocab-size N [options] -o tokenizer.json\n"
+            "usage: vlm tokenizer train (--input FILE | --dataset FILE.h5) --vocab-size N\n"
+            "                           [options] -o tokenizer.json\n"
             "\n"
             "Trains a byte-level BPE tokenizer (GPT-2 style: 256 byte symbols, GPT-2\n"
             "pre-tokenizer, most frequent pair merged first, ties to the smallest ids) and\n"
@@ -30,6 +31,7 @@ static void usage_train(FILE *f) {
             "\n"
             "options:\n"
             "  --input FILE         texts, one per line (UTF-8; empty lines are skipped)\n"
+            "  --dataset FILE.h5    or: the /captions of a dataset written by vlm prepare\n"
             "  --vocab-size N       total ids: special tokens + 256 byte symbols + merges\n"
             "  --special LIST       comma-separated special tokens, given ids 0, 1, ...\n"
             "                       (default \"" DEFAULT_SPECIALS "\"; \"\" for none)\n"
@@ -37,7 +39,8 @@ static void usage_train(FILE *f) {
             "  -o, --output FILE    the tokenizer.json to write\n"
             "\n"
             "example:\n"
-            "  vlm tokenizer train --input captions.txt --vocab-size 8192 -o tokenizer.json\n");
+            "  vlm tokenizer train --input captions.txt --vocab-size 8192 -o tokenizer.json\n"
+            "  vlm tokenizer train --dataset data/shapes.h5 --vocab-size 1024 -o tokenizer.json\n");
 }
 
 static void usage_encode(FILE *f) {
@@ -240,14 +243,34 @@ static int run_train(const char *input, long vocab, const char *special, long mi
     return rc;
 }
 
+static int run_train_dataset(const char *path, long vocab, const char *special, long min_freq,
+                             const char *output) {
+    vlm_dataset *ds = vlm_dataset_open(path);
+    int64_t n = 0;
+    char **texts = ds ? vlm_dataset_read_captions(ds, &n) : NULL;
+    int rc = 1;
+    if (!texts)
+        fprintf(stderr, "error: %s\n", vlm_last_error());
+    else if (n == 0)
+        fprintf(stderr, "error: %s: the dataset has no captions\n", path);
+    else
+        rc = train_lines((const char *const *)texts, NULL, (long)n, special, vocab, min_freq,
+                         output);
+    vlm_strings_free(texts, n);
+    vlm_dataset_close(ds);
+    return rc;
+}
+
 static int cmd_train(args *a) {
-    const char *input = NULL, *output = NULL, *special = DEFAULT_SPECIALS, *v = NULL;
+    const char *input = NULL, *dataset = NULL, *output = NULL, *special = DEFAULT_SPECIALS,
+               *v = NULL;
     long vocab = -1, min_freq = 2;
     for (a->i = 1; a->i < a->argc; a->i++) {
         const char *s = a->argv[a->i];
         int r;
         if (is_help(s)) return a->usage(stdout), 0;
-        if ((r = take(a, "--input", NULL, &input)) || (r = take(a, "--output", "-o", &output)) ||
+        if ((r = take(a, "--input", NULL, &input)) || (r = take(a, "--dataset", NULL, &dataset)) ||
+            (r = take(a, "--output", "-o", &output)) ||
             (r = take(a, "--special", NULL, &special))) {
             if (r < 0) return a->usage(stderr), 2;
         } else if ((r = take(a, "--vocab-size", NULL, &v))) {
@@ -260,10 +283,11 @@ static int cmd_train(args *a) {
             return bad_usage(a, "unexpected argument", s);
         }
     }
-    if (!input) return bad_usage(a, "missing --input FILE", NULL);
+    if (!input == !dataset) return bad_usage(a, "give one of --input FILE or --dataset FILE.h5", NULL);
     if (vocab < 0) return bad_usage(a, "missing --vocab-size N", NULL);
     if (!output) return bad_usage(a, "missing -o FILE", NULL);
-    return run_train(input, vocab, special, min_freq, output);
+    return input ? run_train(input, vocab, special, min_freq, output)
+                 : run_train_dataset(dataset, vocab, special, min_freq, output);
 }
 
 /* ---- encode ------------------------------------------------------------------- */

@@ -770,6 +770,46 @@ static int run_vlm(const char *args, char **out, char **err) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* `tokenizer train --dataset`: trains on a prepared dataset's captions, and
+ * the result encodes those captions; bad datasets are errors. */
+static void test_cli_dataset(void) {
+    if (!getenv("VLM_BINARY")) return;
+    char dir[] = "/tmp/vlm_test_bpe_ds_XXXXXX", args[8192], *out, *err;
+    if (!mkdtemp(dir)) return;
+    snprintf(args, sizeof args, "prepare shapes --count 40 --quiet -o %s/s.h5", dir);
+    int rc = run_vlm(args, &out, &err);
+    CHECK(rc == 0, "prepare shapes: rc %d: %s", rc, err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "tokenizer train --dataset %s/s.h5 --vocab-size 300 -o %s/t.json",
+             dir, dir);
+    rc = run_vlm(args, &out, &err);
+    CHECK(rc == 0 && out && strstr(out, "from 40 texts"), "train --dataset: rc %d: %s %s", rc, out,
+          err);
+    free(out), free(err);
+    char path[600];
+    snprintf(path, sizeof path, "%s/t.json", dir);
+    vlm_bpe *b = vlm_bpe_load(path);
+    CHECK(b && vlm_bpe_vocab_size(b) > 259, "trained tokenizer loads: %s", vlm_last_error());
+    int n = 0;
+    const char *cap = "a small red circle left of a large blue square";
+    int32_t *ids = b ? enc(b, cap, strlen(cap), &n) : NULL;
+    CHECK(ids && n > 0 && (size_t)n < strlen(cap) / 2, "captions compress: %d ids", n);
+    free(ids);
+    vlm_bpe_free(b);
+    snprintf(args, sizeof args, "tokenizer train --dataset %s/none.h5 --vocab-size 300 -o %s/u.json",
+             dir, dir);
+    rc = run_vlm(args, &out, &err);
+    CHECK(rc == 1 && err && strstr(err, "none.h5"), "missing dataset: rc %d: %s", rc, err);
+    free(out), free(err);
+    snprintf(args, sizeof args, "tokenizer train --input %s/t.json --dataset %s/s.h5 "
+             "--vocab-size 300 -o %s/v.json", dir, dir, dir);
+    rc = run_vlm(args, &out, &err);
+    CHECK(rc == 2, "--input with --dataset is bad usage: rc %d", rc);
+    free(out), free(err);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    CHECK(system(args) == 0, "cleanup");
+}
+
 static void test_cli(void) {
     if (!getenv("VLM_BINARY")) {
         printf("VLM_BINARY not set: CLI checks skipped\n");
@@ -809,7 +849,7 @@ static void test_cli(void) {
         {"tokenizer encode --tokenizer /nonexistent.json hi", "/nonexistent.json: cannot open", 1},
         {"tokenizer decode --tokenizer TOK 1 x2", "not a token id: 'x2'", 2},
         {"tokenizer decode --tokenizer TOK 999999", "id 999999 (position 0) is not a token", 1},
-        {"tokenizer train --vocab-size 300 -o /tmp/x.json", "missing --input", 2},
+        {"tokenizer train --vocab-size 300 -o /tmp/x.json", "give one of --input FILE or --dataset", 2},
         {"tokenizer train --input x --vocab-size 12 -o /tmp/x.json", "--vocab-size must be", 2},
         {"tokenizer train --input /nonexistent.txt --vocab-size 300 -o /tmp/x.json", "cannot open",
          1},
@@ -870,6 +910,7 @@ int main(void) {
     test_save_roundtrip(fx);
     test_errors();
     test_cli();
+    test_cli_dataset();
     cJSON_Delete(fx);
     return TEST_DONE();
 }
