@@ -35,10 +35,14 @@
 
 const char *vlm_precision_name(vlm_precision p) {
     switch (p) {
-    case VLM_PREC_F32: return "f32";
-    case VLM_PREC_BF16: return "bf16";
-    case VLM_PREC_F16: return "f16";
-    default: return "?";
+    case VLM_PREC_F32:
+        return "f32";
+    case VLM_PREC_BF16:
+        return "bf16";
+    case VLM_PREC_F16:
+        return "f16";
+    default:
+        return "?";
     }
 }
 
@@ -85,7 +89,8 @@ void vlm_f32_to_bf16_n(uint16_t *dst, const float *src, int64_t n) {
 void vlm_bf16_to_f32_n(float *dst, const uint16_t *src, int64_t n) {
     uint32_t *d = (uint32_t *)dst;
 #pragma omp parallel for if (n >= CONV_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) d[i] = (uint32_t)src[i] << 16;
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (uint32_t)src[i] << 16;
 }
 
 /* f16: F16C's vcvtps2ph (round to nearest even, overflow to Inf, subnormals
@@ -99,20 +104,24 @@ static void f32_to_f16_block(uint16_t *dst, const float *src, int64_t n) {
         __m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
         _mm256_storeu_si256((__m256i *)(dst + i), h);
     }
-    for (; i < n; i++) dst[i] = vlm_f32_to_f16(src[i]);
+    for (; i < n; i++)
+        dst[i] = vlm_f32_to_f16(src[i]);
 }
 static void f16_to_f32_block(float *dst, const uint16_t *src, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-    for (; i < n; i++) dst[i] = vlm_f16_to_f32(src[i]);
+    for (; i < n; i++)
+        dst[i] = vlm_f16_to_f32(src[i]);
 }
 #else
 static void f32_to_f16_block(uint16_t *dst, const float *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = vlm_f32_to_f16(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = vlm_f32_to_f16(src[i]);
 }
 static void f16_to_f32_block(float *dst, const uint16_t *src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = vlm_f16_to_f32(src[i]);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = vlm_f16_to_f32(src[i]);
 }
 #endif
 
@@ -153,11 +162,14 @@ static bool scratch_key_ok;
 
 static void scratch_free(void *v) {
     scratch_set *s = v;
-    for (int i = 0; i < VLM_MP_SCRATCH_SLOTS; i++) free(s->p[i]);
+    for (int i = 0; i < VLM_MP_SCRATCH_SLOTS; i++)
+        free(s->p[i]);
     free(s);
 }
 
-static void scratch_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+static void scratch_init(void) {
+    scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
 
 void *vlm_mp_scratch(int slot, size_t bytes) {
     pthread_once(&scratch_once, scratch_init);
@@ -321,7 +333,8 @@ void vlm_gemm_bf16_stats(int64_t *hits, int64_t *misses) {
 
 void vlm_gemm_bf16_cache_clear(void) {
     pthread_mutex_lock(&dnn.lock);
-    for (int i = 0; i < GEMM_CACHE_CAP; i++) entry_clear(&dnn.cache[i]);
+    for (int i = 0; i < GEMM_CACHE_CAP; i++)
+        entry_clear(&dnn.cache[i]);
     dnn.hits = dnn.misses = 0;
     pthread_mutex_unlock(&dnn.lock);
 }
@@ -329,7 +342,8 @@ void vlm_gemm_bf16_cache_clear(void) {
 /* C = beta C when there is nothing to multiply (K == 0). */
 static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < M; i++)
-        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+        for (int64_t j = 0; j < N; j++)
+            C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
 }
 
 static int gemm_run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A,
@@ -383,7 +397,8 @@ int vlm_gemm_bf16_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
                              (long long)M, (long long)N, (long long)K, (long long)batch);
     if (M == 0 || N == 0 || batch == 0) return 0;
     if (K == 0) {
-        for (int64_t i = 0; i < (sc == 0 ? 1 : batch); i++) scale_c(M, N, beta, C + i * sc, ldc);
+        for (int64_t i = 0; i < (sc == 0 ? 1 : batch); i++)
+            scale_c(M, N, beta, C + i * sc, ldc);
         return 0;
     }
     if (batch > 1 && sc == 0) {
@@ -399,8 +414,8 @@ int vlm_gemm_bf16_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
     return gemm_run(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, NULL, beta, C, ldc, sc, batch);
 }
 
-int vlm_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A,
-                  int64_t lda, const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+int vlm_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
+                  const uint16_t *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     return vlm_gemm_bf16_batched(ta, tb, M, N, K, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
@@ -417,7 +432,8 @@ int vlm_gemm_bf16_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const 
     if (K == 0 || !bias) {
         if (vlm_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, 0.0f, C, ldc)) return -1;
         for (int64_t i = 0; i < M && bias; i++)
-            for (int64_t j = 0; j < N; j++) C[i * ldc + j] += bias[j];
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] += bias[j];
         return 0;
     }
     return gemm_run(ta, tb, M, N, K, A, lda, 0, B, ldb, 0, bias, 0.0f, C, ldc, 0, 1);
@@ -431,7 +447,8 @@ static void pack_bf16(uint16_t *dst, const float *src, int64_t rows, int64_t col
         return;
     }
 #pragma omp parallel for if (rows * cols >= CONV_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) f32_to_bf16_block(dst + r * cols, src + r * ld, cols);
+    for (int64_t r = 0; r < rows; r++)
+        f32_to_bf16_block(dst + r * cols, src + r * ld, cols);
 }
 
 int vlm_sgemm_via_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,

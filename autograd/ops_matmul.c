@@ -181,8 +181,8 @@ vlm_tensor *vlm_matmul(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b, bool trans_a,
         const float *A = round_f16(ctx, vlm_f32(a), a->numel, keep_a, 0, &la);
         const float *B = A ? round_f16(ctx, vlm_f32(b), b->numel, keep_b, 1, &lb) : NULL;
         if (!B) return NULL;
-        sgemm_strided(d.ta, d.tb, d.M, d.N, d.K, A, lda, sa, B, ldb, sb, 0.0f, vlm_f32(c), d.N,
-                      sc, d.batch);
+        sgemm_strided(d.ta, d.tb, d.M, d.N, d.K, A, lda, sa, B, ldb, sb, 0.0f, vlm_f32(c), d.N, sc,
+                      d.batch);
     } else {
         sgemm_strided(d.ta, d.tb, d.M, d.N, d.K, vlm_f32(a), lda, sa, vlm_f32(b), ldb, sb, 0.0f,
                       vlm_f32(c), d.N, sc, d.batch);
@@ -201,8 +201,8 @@ vlm_tensor *vlm_matmul(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b, bool trans_a,
  * f32 and bf16 paths share the case analysis. A, B, dC are the operands in
  * the element type the gemm takes. */
 typedef int (*mm_gemm_fn)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
-                          int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb,
-                          float *C, int64_t ldc, int64_t sc, int64_t batch);
+                          int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb, float *C,
+                          int64_t ldc, int64_t sc, int64_t batch);
 
 static int mm_gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
                        int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb, float *C,
@@ -227,8 +227,7 @@ static int mm_backward_gemms(const mm_dims *d, mm_gemm_fn gemm, const void *A, c
     if (da && d->ta && gemm(d->tb, true, K, M, N, B, ldb, sb, dC, N, sc, da, M, sa, nb)) return -1;
     if (db && !d->tb && gemm(!d->ta, false, K, N, M, A, lda, sa, dC, N, sc, db, N, sb, nb))
         return -1;
-    if (db && d->tb && gemm(true, d->ta, N, K, M, dC, N, sc, A, lda, sa, db, K, sb, nb))
-        return -1;
+    if (db && d->tb && gemm(true, d->ta, N, K, M, dC, N, sc, A, lda, sa, db, K, sb, nb)) return -1;
     return 0;
 }
 
@@ -275,9 +274,23 @@ static bool linear_shapes(const vlm_tensor *x, const vlm_tensor *w, const vlm_te
     return true;
 }
 
+/* x may already be in the mode's storage type (bf16 in BF16 mode, f16 in F16
+ * mode): a producer that feeds only linears can then emit low precision and
+ * the f32 activation never exists. Such an x is used and kept by reference. */
+static bool linear_x_ok(const vlm_ctx *ctx, const vlm_tensor *x) {
+    vlm_precision p = vlm_ctx_precision(ctx);
+    if (x->dtype == VLM_F32 || (x->dtype == VLM_BF16 && p == VLM_PREC_BF16) ||
+        (x->dtype == VLM_F16 && p == VLM_PREC_F16))
+        return true;
+    char s[64];
+    vlm_set_error("linear: x %s %s needs f32, or the context's storage type (%s mode)",
+                  vlm_dtype_name(x->dtype), vlm_shape_str(x, s, sizeof s), vlm_precision_name(p));
+    return false;
+}
+
 vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias) {
     VLM_PROPAGATE_NULL(x, w);
-    if (!vlm_check_f32("linear", x, "x") || !vlm_check_f32("linear", w, "weight") ||
+    if (!linear_x_ok(ctx, x) || !vlm_check_f32("linear", w, "weight") ||
         (bias && !vlm_check_f32("linear", bias, "bias")) || !linear_shapes(x, w, bias))
         return NULL;
     int64_t in = w->shape[1], out = w->shape[0], rows = 1;
@@ -303,8 +316,9 @@ vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b
     /* dW needs x's copy, dX needs W's */
     bool keep_x = rec && w->requires_grad, keep_w = rec && x->requires_grad;
     uint16_t *lx = NULL, *lw = NULL; /* the low-precision copies kept for backward */
+    bool lowp_x = x->dtype != VLM_F32;
     if (prec == VLM_PREC_BF16) {
-        uint16_t *X = lowp_copy(ctx, vlm_f32(x), x->numel, prec, keep_x, 0);
+        uint16_t *X = lowp_x ? x->data : lowp_copy(ctx, vlm_f32(x), x->numel, prec, keep_x, 0);
         uint16_t *W = lowp_copy(ctx, vlm_f32(w), w->numel, prec, keep_w, 1);
         if (!X || !W ||
             vlm_gemm_bf16_bias(false, true, rows, out, in, X, in, W, in,
@@ -314,8 +328,10 @@ vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b
         lw = keep_w ? W : NULL;
     } else if (prec == VLM_PREC_F16) {
         /* only the activation is rounded: W is the f32 master and dX uses it as is */
-        const float *X = round_f16(ctx, vlm_f32(x), x->numel, keep_x, 0, &lx);
+        const float *X = lowp_x ? widen_f16(x->data, x->numel, 0)
+                                : round_f16(ctx, vlm_f32(x), x->numel, keep_x, 0, &lx);
         if (!X) return NULL;
+        if (lowp_x && keep_x) lx = x->data;
         vlm_sgemm(false, true, rows, out, in, 1.0f, X, in, vlm_f32(w), in, beta, Y, out);
     } else {
         vlm_sgemm(false, true, rows, out, in, 1.0f, vlm_f32(x), in, vlm_f32(w), in, beta, Y, out);

@@ -1,9 +1,9 @@
 /* test_mixed.c - mixed precision: the vectorised conversions, the oneDNN bf16
  * GEMM (against an f64 reference on the bf16-rounded operands and against the
  * f32 GEMM), its primitive cache, linear/matmul forward and backward in BF16
- * and F16 modes against F32 mode, the arena bytes kept for backward, a small
- * MLP trained in all three modes, and F32 mode staying bit-identical after a
- * context has been switched.
+ * and F16 modes against F32 mode, the arena bytes kept for backward, linear
+ * on an input already in bf16/f16, a small MLP trained in all three modes,
+ * and F32 mode staying bit-identical after a context has been switched.
  *
  * `test_mixed bench [reps] [cpu]` measures instead of testing: GFLOP/s of
  * the f32 and bf16 GEMMs for the bench model's shapes, and linear / MLP-block
@@ -26,7 +26,8 @@ static float frand(void) { /* splitmix64 -> [-1, 1) */
 }
 
 static void fill(float *p, int64_t n, float scale) {
-    for (int64_t i = 0; i < n; i++) p[i] = scale * frand();
+    for (int64_t i = 0; i < n; i++)
+        p[i] = scale * frand();
 }
 
 static vlm_tensor *rand_tensor(vlm_ctx *ctx, int ndim, const int64_t *shape, bool grad) {
@@ -91,7 +92,8 @@ static void test_conversions(void) {
     }
     vlm_f32_to_bf16_n(h, x, n);
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += h[i] != vlm_f32_to_bf16(x[i]);
+    for (int64_t i = 0; i < n; i++)
+        bad += h[i] != vlm_f32_to_bf16(x[i]);
     CHECK(bad == 0, "f32 -> bf16: %lld of %lld differ from vlm_f32_to_bf16", (long long)bad,
           (long long)n);
     vlm_bf16_to_f32_n(back, h, n);
@@ -146,7 +148,8 @@ static void check_gemm(const gemm_case *c) {
     int64_t lda = ac + c->pad, ldb = bc + c->pad, ldc = N + c->pad;
     float *A = malloc((size_t)(ar * lda) * sizeof *A), *B = malloc((size_t)(br * ldb) * sizeof *B);
     float *C = malloc((size_t)(M * ldc) * sizeof *C), *C32 = malloc((size_t)(M * ldc) * sizeof *C);
-    double *ref = malloc((size_t)(M * N) * sizeof *ref), *mag = malloc((size_t)(M * N) * sizeof *mag);
+    double *ref = malloc((size_t)(M * N) * sizeof *ref),
+           *mag = malloc((size_t)(M * N) * sizeof *mag);
     fill(A, ar * lda, 1.0f);
     fill(B, br * ldb, 1.0f);
     fill(C, M * ldc, 1.0f);
@@ -155,9 +158,11 @@ static void check_gemm(const gemm_case *c) {
      * inner loop is contiguous */
     double *ra = malloc((size_t)(M * K) * sizeof *ra), *rb = malloc((size_t)(N * K) * sizeof *rb);
     for (int64_t i = 0; i < M; i++)
-        for (int64_t k = 0; k < K; k++) ra[i * K + k] = bf16r(c->ta ? A[k * lda + i] : A[i * lda + k]);
+        for (int64_t k = 0; k < K; k++)
+            ra[i * K + k] = bf16r(c->ta ? A[k * lda + i] : A[i * lda + k]);
     for (int64_t j = 0; j < N; j++)
-        for (int64_t k = 0; k < K; k++) rb[j * K + k] = bf16r(c->tb ? B[j * ldb + k] : B[k * ldb + j]);
+        for (int64_t k = 0; k < K; k++)
+            rb[j * K + k] = bf16r(c->tb ? B[j * ldb + k] : B[k * ldb + j]);
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             double acc = 0, m = 0;
@@ -197,7 +202,8 @@ static void check_gemm(const gemm_case *c) {
     /* untouched padding: oneDNN wrote only the N columns of each row */
     bool pad_ok = true;
     for (int64_t i = 0; i < M && c->pad; i++)
-        for (int64_t j = N; j < ldc; j++) pad_ok &= C[i * ldc + j] == C32[i * ldc + j];
+        for (int64_t j = N; j < ldc; j++)
+            pad_ok &= C[i * ldc + j] == C32[i * ldc + j];
     CHECK(pad_ok, "gemm_bf16 wrote past N columns (ldc %lld)", (long long)ldc);
     free(A);
     free(B);
@@ -219,7 +225,8 @@ static void test_gemm_bf16(void) {
         {100, 384, 1536, false, true, 0, 0}, {96, 1536, 384, false, false, 0, 1},
         {384, 96, 1000, true, false, 0, 1}, /* a dW product: the long K is the rows */
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_gemm(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_gemm(&cases[i]);
 
     /* size edge cases: nothing to do, or K == 0 (C = beta C) */
     float c[6] = {1, 2, 3, 4, 5, 6};
@@ -239,9 +246,12 @@ static void test_gemm_bf16(void) {
 static void test_gemm_bf16_batched(void) {
     const int64_t nb = 5, M = 9, N = 11, K = 13;
     uint16_t *A = malloc((size_t)(nb * M * K) * 2), *B = malloc((size_t)(nb * K * N) * 2);
-    float *C = calloc((size_t)(nb * M * N), sizeof *C), *R = calloc((size_t)(nb * M * N), sizeof *R);
-    for (int64_t i = 0; i < nb * M * K; i++) A[i] = vlm_f32_to_bf16(frand());
-    for (int64_t i = 0; i < nb * K * N; i++) B[i] = vlm_f32_to_bf16(frand());
+    float *C = calloc((size_t)(nb * M * N), sizeof *C),
+          *R = calloc((size_t)(nb * M * N), sizeof *R);
+    for (int64_t i = 0; i < nb * M * K; i++)
+        A[i] = vlm_f32_to_bf16(frand());
+    for (int64_t i = 0; i < nb * K * N; i++)
+        B[i] = vlm_f32_to_bf16(frand());
     for (int shared = 0; shared < 2; shared++) {
         int64_t sb = shared ? 0 : K * N;
         CHECK(vlm_gemm_bf16_batched(true, false, M, N, K, A, M, M * K, B, N, sb, 0, C, N, M * N,
@@ -274,12 +284,15 @@ static void test_gemm_cache(void) {
     const int64_t M = 33, N = 17, K = 29;
     uint16_t *A = malloc((size_t)(M * K) * 2), *B = malloc((size_t)(K * N) * 2);
     float *C = malloc((size_t)(M * N) * sizeof *C), *C1 = malloc((size_t)(M * N) * sizeof *C);
-    for (int64_t i = 0; i < M * K; i++) A[i] = vlm_f32_to_bf16(frand());
-    for (int64_t i = 0; i < K * N; i++) B[i] = vlm_f32_to_bf16(frand());
+    for (int64_t i = 0; i < M * K; i++)
+        A[i] = vlm_f32_to_bf16(frand());
+    for (int64_t i = 0; i < K * N; i++)
+        B[i] = vlm_f32_to_bf16(frand());
     int64_t h0, m0, h1, m1, h2, m2;
     vlm_gemm_bf16_stats(&h0, &m0);
     vlm_gemm_bf16(false, false, M, N, K, A, K, B, N, 0, C, N);
-    for (int i = 0; i < 5; i++) vlm_gemm_bf16(false, false, M, N, K, A, K, B, N, 0, C, N);
+    for (int i = 0; i < 5; i++)
+        vlm_gemm_bf16(false, false, M, N, K, A, K, B, N, 0, C, N);
     vlm_gemm_bf16_stats(&h1, &m1);
     CHECK(m1 - m0 == 1 && h1 - h0 == 5, "cache: 6 calls of one shape gave %lld misses, %lld hits",
           (long long)(m1 - m0), (long long)(h1 - h0));
@@ -305,6 +318,59 @@ static void test_gemm_cache(void) {
     free(B);
     free(C);
     free(C1);
+}
+
+/* More shapes than the cache holds (128): the least recently used primitives
+ * are evicted and re-created on demand, results unchanged. */
+static void test_gemm_cache_eviction(void) {
+    const int n = 140;
+    uint16_t *A = malloc(64 * 64 * 2), *B = malloc(64 * 64 * 2);
+    float *C = malloc(64 * 64 * sizeof *C), *C0 = malloc(64 * 64 * sizeof *C);
+    for (int i = 0; i < 64 * 64; i++)
+        A[i] = vlm_f32_to_bf16(frand()), B[i] = vlm_f32_to_bf16(frand());
+    vlm_gemm_bf16(false, false, 1, 64, 64, A, 64, B, 64, 0, C0, 64);
+    int64_t h0, m0, h1, m1;
+    vlm_gemm_bf16_stats(&h0, &m0);
+    int bad = 0;
+    for (int s = 0; s < n; s++) /* shapes M = 2 .. n+1 */
+        bad +=
+            vlm_gemm_bf16(false, false, 2 + s % 63, 64, 64 - s / 63, A, 64, B, 64, 0, C, 64) != 0;
+    vlm_gemm_bf16_stats(&h1, &m1);
+    CHECK(bad == 0 && m1 - m0 == n, "eviction: %d failures, %lld misses for %d new shapes", bad,
+          (long long)(m1 - m0), n);
+    vlm_gemm_bf16(false, false, 1, 64, 64, A, 64, B, 64, 0, C, 64); /* evicted: re-created */
+    vlm_gemm_bf16_stats(&h0, &m0);
+    CHECK(m0 == m1 + 1, "the oldest shape must have been evicted");
+    CHECK(memcmp(C, C0, 64 * sizeof *C) == 0, "re-created primitive gives different results");
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+/* Calls from inside an OpenMP parallel region (each thread its own shape and
+ * scratch; oneDNN runs serially inside a parallel region and the cache lock
+ * serialises the calls) give the same results as serial calls. */
+static void test_gemm_threads(void) {
+    enum { NJ = 8 };
+    float *A = malloc(96 * 80 * sizeof *A), *B = malloc(80 * 72 * sizeof *B);
+    float *C = calloc(NJ * 96 * 72, sizeof *C), *R = calloc(NJ * 96 * 72, sizeof *R);
+    fill(A, 96 * 80, 1.0f);
+    fill(B, 80 * 72, 1.0f);
+    for (int j = 0; j < NJ; j++) /* job j: M = 96 - 7 j */
+        vlm_sgemm_via_bf16(false, false, 96 - 7 * j, 72, 80, A, 80, B, 72, 0, R + j * 96 * 72, 72);
+    int bad = 0;
+#pragma omp parallel for reduction(+ : bad)
+    for (int j = 0; j < NJ; j++)
+        bad += vlm_sgemm_via_bf16(false, false, 96 - 7 * j, 72, 80, A, 80, B, 72, 0,
+                                  C + j * 96 * 72, 72) != 0;
+    CHECK(bad == 0 && rel_err(C, R, NJ * 96 * 72) < 1e-6,
+          "bf16 GEMMs from a parallel region: %d failures, rel err %.3g", bad,
+          rel_err(C, R, NJ * 96 * 72));
+    free(A);
+    free(B);
+    free(C);
+    free(R);
 }
 
 /* ---- linear and matmul in each mode --------------------------------------------- */
@@ -347,8 +413,8 @@ static op_result run_op(const op_case *c, vlm_precision p, uint64_t seed) {
     vlm_tensor *a = rand_tensor(ctx, c->na, c->sa, true);
     vlm_tensor *b = c->gram ? a : rand_tensor(ctx, c->nb, c->sb, true);
     vlm_tensor *bias = c->bias ? rand_tensor(ctx, 1, (int64_t[]){c->sb[0]}, true) : NULL;
-    vlm_tensor *y = c->kind == F_LINEAR ? vlm_linear(ctx, a, b, bias)
-                                        : vlm_matmul(ctx, a, b, c->ta, c->tb);
+    vlm_tensor *y =
+        c->kind == F_LINEAR ? vlm_linear(ctx, a, b, bias) : vlm_matmul(ctx, a, b, c->ta, c->tb);
     CHECK(y != NULL, "%s (%s): %s", c->what, vlm_precision_name(p), vlm_last_error());
     if (y) {
         float *g = malloc((size_t)y->numel * sizeof *g);
@@ -419,7 +485,8 @@ static void test_ops_modes(void) {
         {"matmul shared b tt (dB summed)", F_MATMUL, 4, 2, {2, 3, 30, 25}, {26, 30}, 1, 1, 0, 0},
         {"matmul x x^T (one tensor both sides)", F_MATMUL, 2, 2, {21, 40}, {21, 40}, 0, 1, 0, 1},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_op_modes(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_op_modes(&cases[i]);
 }
 
 /* BF16 linear is exactly "bf16 operands, f32 accumulation": forward and both
@@ -440,19 +507,22 @@ static void test_linear_bf16_exact(void) {
     for (int64_t r = 0; r < R && y; r++)
         for (int64_t o = 0; o < O; o++) {
             double acc = vlm_f32(b)[o];
-            for (int64_t k = 0; k < I; k++) acc += (double)bf16r(X[r * I + k]) * bf16r(W[o * I + k]);
+            for (int64_t k = 0; k < I; k++)
+                acc += (double)bf16r(X[r * I + k]) * bf16r(W[o * I + k]);
             ey = fmax(ey, fabs(vlm_f32(y)[r * O + o] - acc));
         }
     for (int64_t r = 0; r < R && y; r++)
         for (int64_t k = 0; k < I; k++) {
             double acc = 0;
-            for (int64_t o = 0; o < O; o++) acc += (double)bf16r(g[r * O + o]) * bf16r(W[o * I + k]);
+            for (int64_t o = 0; o < O; o++)
+                acc += (double)bf16r(g[r * O + o]) * bf16r(W[o * I + k]);
             ex = fmax(ex, fabs(x->grad[r * I + k] - acc));
         }
     for (int64_t o = 0; o < O && y; o++)
         for (int64_t k = 0; k < I; k++) {
             double acc = 0;
-            for (int64_t r = 0; r < R; r++) acc += (double)bf16r(g[r * O + o]) * bf16r(X[r * I + k]);
+            for (int64_t r = 0; r < R; r++)
+                acc += (double)bf16r(g[r * O + o]) * bf16r(X[r * I + k]);
             ew = fmax(ew, fabs(w->grad[o * I + k] - acc));
         }
     CHECK(ey < 1e-5 && ex < 1e-5 && ew < 1e-5,
@@ -508,6 +578,63 @@ static void test_saved_bytes(void) {
     CHECK(none == f32, "bf16 without grad kept %zu extra bytes", none - f32);
 }
 
+/* x handed to vlm_linear already in the mode's storage type: same results as
+ * the f32 x it was rounded from (rounding twice changes nothing), x kept by
+ * reference (no arena bytes for it), grad in f32; refused in another mode. */
+static void test_linear_lowp_input(void) {
+    const int64_t R = 64, I = 96, O = 32;
+    static const struct {
+        vlm_precision p;
+        vlm_dtype dt;
+    } modes[] = {{VLM_PREC_BF16, VLM_BF16}, {VLM_PREC_F16, VLM_F16}};
+    for (int m = 0; m < 2; m++) {
+        vlm_ctx *ctx = vlm_ctx_new(0);
+        vlm_ctx_set_precision(ctx, modes[m].p);
+        const char *pn = vlm_precision_name(modes[m].p);
+        vlm_tensor *x = rand_tensor(ctx, 2, (int64_t[]){R, I}, true);
+        vlm_tensor *w = rand_tensor(ctx, 2, (int64_t[]){O, I}, true);
+        vlm_tensor *b = rand_tensor(ctx, 1, (int64_t[]){O}, true);
+        vlm_tensor *xl = vlm_tensor_new(ctx, modes[m].dt, 2, (int64_t[]){R, I});
+        vlm_convert(xl->data, modes[m].dt, x->data, VLM_F32, x->numel);
+        xl->requires_grad = true;
+        float *g = malloc((size_t)(R * O) * sizeof *g);
+        fill(g, R * O, 1.0f);
+        vlm_tensor *y = vlm_linear(ctx, x, w, b);
+        CHECK(y && vlm_backward_from(ctx, 0, y, g) == 0, "%s linear: %s", pn, vlm_last_error());
+        float *y0 = copy_or_null(vlm_f32(y), R * O), *dw0 = copy_or_null(w->grad, O * I);
+        float *dx0 = copy_or_null(x->grad, R * I);
+        memset(w->grad, 0, (size_t)(O * I) * sizeof(float));
+        size_t before = vlm_arena_used(ctx);
+        vlm_tensor *yl = vlm_linear(ctx, xl, w, b);
+        size_t kept = vlm_arena_used(ctx) - before;
+        CHECK(yl && vlm_backward_from(ctx, 0, yl, g) == 0, "%s linear on %s x: %s", pn,
+              vlm_dtype_name(modes[m].dt), vlm_last_error());
+        if (yl && xl->grad) {
+            CHECK(memcmp(vlm_f32(yl), y0, (size_t)(R * O) * 4) == 0 &&
+                      memcmp(w->grad, dw0, (size_t)(O * I) * 4) == 0 &&
+                      memcmp(xl->grad, dx0, (size_t)(R * I) * 4) == 0,
+                  "%s: linear on a %s x differs from linear on the f32 x", pn,
+                  vlm_dtype_name(modes[m].dt));
+            /* arena: y (tensor struct + data) and, in BF16 mode, the weight copy */
+            size_t expect =
+                (size_t)(R * O) * 4 + (modes[m].p == VLM_PREC_BF16 ? (size_t)(O * I) * 2 : 0);
+            CHECK(kept <= expect + 256 && kept >= expect,
+                  "%s: linear on a %s x used %zu arena bytes, expected %zu (+ the struct)", pn,
+                  vlm_dtype_name(modes[m].dt), kept, expect);
+        }
+        free(y0);
+        free(dw0);
+        free(dx0);
+        free(g);
+        /* the other storage type (or f32 mode) is refused by name */
+        vlm_ctx_set_precision(ctx, VLM_PREC_F32);
+        CHECK(vlm_linear(ctx, xl, w, b) == NULL && strstr(vlm_last_error(), "f32 mode"),
+              "%s x in f32 mode must be refused: %s", vlm_dtype_name(modes[m].dt),
+              vlm_last_error());
+        vlm_ctx_free(ctx);
+    }
+}
+
 /* ---- a small MLP trained in each mode ------------------------------------------------ */
 
 enum { MLP_N = 256, MLP_D = 32, MLP_H = 64, MLP_O = 8, MLP_STEPS = 200 };
@@ -544,12 +671,14 @@ static void mlp_data(float *X, float *Y) {
         float h[MLP_H];
         for (int j = 0; j < MLP_H; j++) {
             double a = 0;
-            for (int k = 0; k < MLP_D; k++) a += X[n * MLP_D + k] * t1[k * MLP_H + j];
+            for (int k = 0; k < MLP_D; k++)
+                a += X[n * MLP_D + k] * t1[k * MLP_H + j];
             h[j] = tanhf((float)a);
         }
         for (int o = 0; o < MLP_O; o++) {
             double a = 0;
-            for (int j = 0; j < MLP_H; j++) a += h[j] * t2[j * MLP_O + o];
+            for (int j = 0; j < MLP_H; j++)
+                a += h[j] * t2[j * MLP_O + o];
             Y[n * MLP_O + o] = MLP_TARGET_SCALE * (float)a;
         }
     }
@@ -572,7 +701,8 @@ static float mlp_step(vlm_ctx *ctx, mlp *m, const float *X, const float *Y, floa
     }
     float *v = vlm_params_values(m->p);
     const float *g = vlm_params_grads(m->p);
-    for (int64_t i = 0; i < vlm_params_numel(m->p); i++) v[i] -= lr * g[i];
+    for (int64_t i = 0; i < vlm_params_numel(m->p); i++)
+        v[i] -= lr * g[i];
     vlm_ctx_reset(ctx);
     return l;
 }
@@ -627,13 +757,13 @@ static void test_mlp_training(void) {
     float l16 = mlp_train(VLM_PREC_F16, false, NULL, NULL);
     printf("MLP %d steps SGD: first loss %.6f, final f32 %.6f, bf16 %.6f (%+.2f%%), f16 %.6f "
            "(%+.2f%%)\n",
-           MLP_STEPS, (double)l0, (double)l32, (double)lbf, 100.0 * (lbf - l32) / l32,
-           (double)l16, 100.0 * (l16 - l32) / l32);
+           MLP_STEPS, (double)l0, (double)l32, (double)lbf, 100.0 * (lbf - l32) / l32, (double)l16,
+           100.0 * (l16 - l32) / l32);
     CHECK(l32 < 0.25f * l0, "f32 training made no progress: %g -> %g", (double)l0, (double)l32);
-    CHECK(fabsf(lbf - l32) <= 0.02f * l32, "bf16 final loss %g vs f32 %g: beyond 2%%",
-          (double)lbf, (double)l32);
-    CHECK(fabsf(l16 - l32) <= 0.02f * l32, "f16 final loss %g vs f32 %g: beyond 2%%",
-          (double)l16, (double)l32);
+    CHECK(fabsf(lbf - l32) <= 0.02f * l32, "bf16 final loss %g vs f32 %g: beyond 2%%", (double)lbf,
+          (double)l32);
+    CHECK(fabsf(l16 - l32) <= 0.02f * l32, "f16 final loss %g vs f32 %g: beyond 2%%", (double)l16,
+          (double)l32);
     /* a context that went through BF16 and F16 and came back to F32 trains
      * bit-identically to one that never left F32 */
     float ldet = mlp_train(VLM_PREC_F32, true, pdet, NULL);
@@ -826,9 +956,12 @@ int main(int argc, char **argv) {
     test_gemm_bf16();
     test_gemm_bf16_batched();
     test_gemm_cache();
+    test_gemm_cache_eviction();
+    test_gemm_threads();
     test_ops_modes();
     test_linear_bf16_exact();
     test_saved_bytes();
+    test_linear_lowp_input();
     test_mlp_training();
     test_bad_mode();
     return TEST_DONE();
