@@ -13,10 +13,14 @@ typedef struct {
 
 static const vlm_command commands[] = {
     {"bench", vlm_cmd_bench, "measure the data loader's throughput (images/s)"},
+    {"caption", vlm_cmd_caption, "caption images with a captioner (greedy or sampled, KV cache)"},
+    {"classify", vlm_cmd_classify, "zero-shot classification of images against given labels"},
+    {"embed", vlm_cmd_embed, "write image / text / fused embeddings to an HDF5 file"},
     {"eval", vlm_cmd_eval, "zero-shot classification and retrieval metrics of a trained model"},
     {"inspect", vlm_cmd_inspect, "list the tensors of a safetensors file"},
     {"pretrain", vlm_cmd_pretrain, "SigLIP contrastive pretraining (default: Fashion-MNIST)"},
     {"prepare", vlm_cmd_prepare, "convert Fashion-MNIST, shapes, an image folder or COCO into a dataset"},
+    {"retrieve", vlm_cmd_retrieve, "search a dataset's images by text or its captions by image"},
     {"tokenizer", vlm_cmd_tokenizer, "train a byte-level BPE tokenizer; encode and decode text"},
     {NULL, NULL, NULL},
 };

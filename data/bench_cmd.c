@@ -213,12 +213,24 @@ static int bench_loader(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+/* `vlm bench model|generate` live in train/bench_model.c (train.h). data links
+ * below train, so the reference is weak: NULL in a program without train. */
+int vlm_cmd_bench_model(int argc, char **argv) __attribute__((weak));
+
 int vlm_cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage_main(argc < 2 ? stderr : stdout);
+        FILE *f = argc < 2 ? stderr : stdout;
+        usage_main(f);
+        fprintf(f, "  model    training step time, images/s, MFU, memory of a model config\n"
+                   "  generate greedy decoding tokens/s of a captioner with the KV cache\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "loader")) return bench_loader(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "model") || !strcmp(argv[1], "generate")) {
+        if (vlm_cmd_bench_model) return vlm_cmd_bench_model(argc - 1, argv + 1);
+        fprintf(stderr, "error: 'vlm bench %s' is not linked into this program\n", argv[1]);
+        return 1;
+    }
     fprintf(stderr, "error: unknown benchmark '%s'\n", argv[1]);
     usage_main(stderr);
     return 2;

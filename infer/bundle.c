@@ -30,17 +30,6 @@ static bool join(char *out, const char *dir, const char *name) {
     return n > 0 && n < VLM_CFG_STR;
 }
 
-/* The directory of a file path ("." when it has none). */
-static void dir_of(const char *path, char *out) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        strcpy(out, ".");
-    else if (slash == path)
-        strcpy(out, "/");
-    else
-        snprintf(out, VLM_CFG_STR, "%.*s", (int)(slash - path), path);
-}
-
 /* The first of names found in dirs[0..n) (NULL-terminated names) into out. */
 static bool find_in(char dirs[][VLM_CFG_STR], int n, const char *const *names, char *out) {
     for (int d = 0; d < n; d++)
@@ -110,41 +99,50 @@ static int config_from_meta(const char *weights, bundle_cfg *c) {
 
 /* ---- locating the files -------------------------------------------------------------------- */
 
+/* The weights and the run directory they belong to, as `vlm eval` finds
+ * them: a directory's model.safetensors, else its newest good checkpoint;
+ * a file's run directory is its folder (the folder above for
+ * RUN/checkpoints/step-N.safetensors). */
 typedef struct {
     char weights[VLM_CFG_STR];
-    char dirs[2][VLM_CFG_STR]; /* where to look for config / tokenizers */
+    char dirs[1][VLM_CFG_STR]; /* the run directory: config and tokenizers */
     int n_dirs;
 } located;
 
 static int locate(const char *path, located *l) {
+    char *dir = NULL, *ckpt = NULL;
+    l->n_dirs = 1;
     if (is_dir(path)) {
         snprintf(l->dirs[0], VLM_CFG_STR, "%s", path);
-        l->n_dirs = 1;
-        if (!join(l->weights, path, "model.safetensors") || !is_file(l->weights))
-            return vlm_set_error("model '%s': no model.safetensors in this directory", path);
+        if (join(l->weights, path, "model.safetensors") && is_file(l->weights)) return 0;
+        if (!(ckpt = vlm_ckpt_find_latest(path)))
+            return vlm_set_error("model '%s': no model.safetensors and no usable checkpoint in "
+                                 "this directory", path);
+        snprintf(l->weights, VLM_CFG_STR, "%s", ckpt);
+        free(ckpt);
         return 0;
     }
     if (!is_file(path))
         return vlm_set_error("model '%s': no such file or directory (expected a run directory "
-                             "or a .safetensors file)",
-                             path);
+                             "or a .safetensors file)", path);
+    if (!(dir = vlm_run_dir_of(path))) return -1;
     snprintf(l->weights, VLM_CFG_STR, "%s", path);
-    dir_of(path, l->dirs[0]);
-    /* RUN/checkpoints/step-N.safetensors: the run's files are one level up */
-    join(l->dirs[1], l->dirs[0], "..");
-    l->n_dirs = 2;
+    snprintf(l->dirs[0], VLM_CFG_STR, "%s", dir);
+    free(dir);
     return 0;
 }
 
+/* --config, else the weights' vlm.config metadata (runs write it into
+ * model.safetensors and checkpoints), else RUN_DIR/config.json. */
 static int find_config(const char *path, const vlm_bundle_opts *o, located *l, bundle_cfg *c) {
     if (o && o->config) return config_from_file(o->config, c);
-    int rc = is_dir(path) ? 1 : config_from_meta(l->weights, c);
+    int rc = config_from_meta(l->weights, c);
     if (rc <= 0) return rc;
     char file[VLM_CFG_STR];
     if (find_in(l->dirs, l->n_dirs, (const char *const[]){"config.json", NULL}, file))
         return config_from_file(file, c);
-    return vlm_set_error("model '%s': no config (no config.json beside it%s; pass --config)", path,
-                         is_dir(path) ? "" : " and no vlm.config metadata");
+    return vlm_set_error("model '%s': no config (no vlm.config metadata in %s and no "
+                         "config.json in %s; pass --config)", path, l->weights, l->dirs[0]);
 }
 
 /* ---- weights -------------------------------------------------------------------------------- */
@@ -180,22 +178,29 @@ static vlm_model *load_model(bundle_cfg *c, const char *weights) {
 
 /* ---- tokenizers ------------------------------------------------------------------------------ */
 
+/* --tokenizer, else data.tokenizer when it names a file, else the run
+ * directory's tokenizer.json (a trained one) or spiece.model (HF SigLIP). */
 static int find_tokenizer(const vlm_bundle_opts *o, located *l, const bundle_cfg *c, char *out) {
-    if (o && o->tokenizer) {
-        snprintf(out, VLM_CFG_STR, "%s", o->tokenizer);
-        return 0;
-    }
-    if (find_in(l->dirs, l->n_dirs, (const char *const[]){"tokenizer.json", "spiece.model", NULL},
-                out))
-        return 0;
     const char *t = c->run.data.tokenizer;
-    if (strcmp(t, "train") && is_file(t)) {
+    if (o && o->tokenizer)
+        snprintf(out, VLM_CFG_STR, "%s", o->tokenizer);
+    else if (strcmp(t, "train") && is_file(t))
         snprintf(out, VLM_CFG_STR, "%s", t);
-        return 0;
-    }
-    return vlm_set_error("model '%s': no tokenizer (no tokenizer.json or spiece.model beside "
-                         "it; pass --tokenizer)",
-                         l->weights);
+    else if (!find_in(l->dirs, l->n_dirs, (const char *const[]){"tokenizer.json", "spiece.model", NULL},
+                      out))
+        return vlm_set_error("model '%s': no tokenizer (data.tokenizer is \"%s\" and %s has no "
+                             "tokenizer.json or spiece.model; pass --tokenizer)",
+                             l->weights, t, l->dirs[0]);
+    return 0;
+}
+
+static int load_text_encoder(vlm_bundle *b) {
+    if (!(b->text = vlm_text_encoder_load(b->tokenizer, b->model->cfg.text.pad_id))) return -1;
+    int v = vlm_text_encoder_vocab(b->text);
+    if (v > b->model->cfg.text.vocab)
+        return vlm_set_error("tokenizer %s has %d ids but model.text.vocab is %d: not this "
+                             "model's tokenizer", b->tokenizer, v, b->model->cfg.text.vocab);
+    return 0;
 }
 
 static int32_t bpe_first(const vlm_bpe *bpe, const char *const *names) {
@@ -264,7 +269,7 @@ vlm_bundle *vlm_bundle_load(const char *path, const vlm_bundle_opts *opts) {
     if (!rc) snprintf(b->weights, sizeof b->weights, "%s", l.weights);
     if (!rc && !(b->model = load_model(c, l.weights))) rc = -1;
     if (!rc) rc = find_tokenizer(opts, &l, c, b->tokenizer);
-    if (!rc && !(b->text = vlm_text_encoder_load(b->tokenizer, b->model->cfg.text.pad_id))) rc = -1;
+    if (!rc) rc = load_text_encoder(b);
     if (!rc && b->model->captioner) rc = load_decoder_tokenizer(b, opts, &l);
     if (!rc) rc = finish(b, c);
     free(c);
@@ -318,6 +323,29 @@ int vlm_bundle_tokenize(const vlm_bundle *b, const char *text, int32_t *ids, uin
     return 0;
 }
 
+/* Invalid UTF-8 (an untrained model happily emits half a character) becomes
+ * U+FFFD, as HF's decode does (from_utf8_lossy). Returns a new string. */
+static char *utf8_lossy(const char *s) {
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(3 * n + 1); /* each bad byte grows to 3 */
+    if (!out) {
+        vlm_set_error("decode: out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int len = vlm_utf8_decode((const uint8_t *)s + i, n - i, &cp);
+        if (cp == VLM_UTF8_INVALID) {
+            memcpy(out + o, "\xEF\xBF\xBD", 3), o += 3;
+        } else {
+            memcpy(out + o, s + i, (size_t)len), o += (size_t)len;
+        }
+        i += (size_t)len;
+    }
+    out[o] = 0;
+    return out;
+}
+
 /* Ids the tokenizer cannot show (an untrained model can produce ids past a
  * tokenizer smaller than the decoder's vocab) are left out. */
 char *vlm_bundle_decode(const vlm_bundle *b, const int32_t *ids, int n) {
@@ -336,5 +364,7 @@ char *vlm_bundle_decode(const vlm_bundle *b, const int32_t *ids, int n) {
               : b->dec_spm ? vlm_spm_decode(b->dec_spm, keep, k)
                            : (vlm_set_error("decode: the model has no decoder tokenizer"), NULL);
     free(keep);
-    return s;
+    char *clean = s && b->dec_bpe ? utf8_lossy(s) : s; /* sentencepiece already replaces */
+    if (clean != s) free(s);
+    return clean;
 }

@@ -168,6 +168,14 @@ static int resolve(caption_args *o, const vlm_bundle *b) {
     return 0;
 }
 
+/* One caption per line: a newline or tab the model produced would break the
+ * IMAGE<TAB>CAPTION format, so they print as spaces. */
+static void print_caption(const char *name, const char *cap) {
+    printf("%s\t", name);
+    for (const char *c = cap; *c; c++) putchar(*c == '\n' || *c == '\r' || *c == '\t' ? ' ' : *c);
+    putchar('\n');
+}
+
 static void print_timing(const vlm_gen_stats *st, int64_t n) {
     fprintf(stderr,
             "%lld captions: prefill %.3f s (image + prompt + BOS), decode %.3f s for %lld tokens "
@@ -182,7 +190,7 @@ static int caption_files(const caption_args *o, const vlm_bundle *b, vlm_ctx *ct
     vlm_gen_stats st = {0};
     int rc = px && caps ? vlm_bundle_caption(ctx, b, px, o->n_images, o->prompt, o->m.batch, &o->g, caps, &st)
                         : (px ? vlm_set_error("out of memory") : -1);
-    for (int i = 0; !rc && i < o->n_images; i++) printf("%s\t%s\n", o->images[i], caps[i]);
+    for (int i = 0; !rc && i < o->n_images; i++) print_caption(o->images[i], caps[i]);
     if (!rc && o->timing) print_timing(&st, o->n_images);
     cli_free_strings(caps, caps ? o->n_images : 0);
     free(px);
@@ -249,7 +257,11 @@ static int caption_dataset(const caption_args *o, const vlm_bundle *b, vlm_ctx *
         int64_t m = n - i < bs ? n - i : bs;
         rc = cli_dataset_pixels(b, ds, i, m, pixels);
         if (!rc) rc = vlm_bundle_caption(ctx, b, pixels, m, o->prompt, (int)bs, &o->g, caps + i, &st);
-        for (int64_t k = i; !rc && !o->quiet && k < i + m; k++) printf("%lld\t%s\n", (long long)k, caps[k]);
+        for (int64_t k = i; !rc && !o->quiet && k < i + m; k++) {
+            char name[32];
+            snprintf(name, sizeof name, "%lld", (long long)k);
+            print_caption(name, caps[k]);
+        }
     }
     if (!rc) rc = cli_read_captions(ds, n, &c);
     if (!rc) rc = score(caps, n, &c);

@@ -83,15 +83,8 @@ static int parse(int argc, char **argv, classify_args *o) {
 /* Templates: --templates FILE, else the config's "|"-separated list, else built-in. */
 static char **load_templates(const classify_args *o, const vlm_bundle *b, int *n) {
     if (o->templates) return cli_read_lines(o->templates, n);
+    if (b->templates[0]) return cli_split_list(b->templates, '|', n);
     char **t = NULL;
-    if (b->templates[0]) {
-        char *list = strdup(b->templates);
-        if (!list) return vlm_set_error("out of memory"), NULL;
-        for (char *p = list; *p; p++) *p = *p == '|' ? ',' : *p;
-        t = cli_split_list(list, n);
-        free(list);
-        return t;
-    }
     if (!(t = calloc(VLM_CLASS_TEMPLATES, sizeof *t))) return vlm_set_error("out of memory"), NULL;
     for (*n = 0; *n < VLM_CLASS_TEMPLATES; (*n)++)
         if (!(t[*n] = strdup(vlm_class_templates[*n]))) {
@@ -150,7 +143,7 @@ static int print_results(const classify_args *o, const vlm_bundle *b, char **lab
 
 static int run(const classify_args *o, const vlm_bundle *b) {
     int k = 0, nt = 0, rc = -1, D = vlm_bundle_embed_dim(b);
-    char **labels = o->labels ? cli_split_list(o->labels, &k) : cli_read_lines(o->labels_file, &k);
+    char **labels = o->labels ? cli_split_list(o->labels, ',', &k) : cli_read_lines(o->labels_file, &k);
     char **tmpl = labels ? load_templates(o, b, &nt) : NULL;
     float *pixels = tmpl ? cli_load_images(b, o->images, o->n_images) : NULL;
     float *cls = malloc((size_t)k * D * sizeof *cls);

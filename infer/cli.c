@@ -172,12 +172,12 @@ char **cli_read_lines(const char *path, int *n) {
     return list;
 }
 
-char **cli_split_list(const char *list, int *n) {
+char **cli_split_list(const char *list, char sep, int *n) {
     char **out = NULL;
     int cap = 0;
     *n = 0;
     for (const char *p = list;; p++) {
-        const char *comma = strchr(p, ',');
+        const char *comma = strchr(p, sep);
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         /* trim spaces around each piece: "a, b" means "a" and "b" */
         while (len && *p == ' ') p++, len--;

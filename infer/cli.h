@@ -76,8 +76,9 @@ int cli_embed_captions(vlm_ctx *ctx, const vlm_bundle *b, const cli_captions *c,
 /* Lines of a text file (empty ones skipped) as malloc'd strings; NULL with error. */
 char **cli_read_lines(const char *path, int *n);
 void cli_free_strings(char **s, int64_t n);
-/* "a,b,c" -> malloc'd strings (empty pieces are an error naming the list). */
-char **cli_split_list(const char *list, int *n);
+/* "a,b,c" (sep ',') -> malloc'd strings, each trimmed of spaces; an empty
+ * piece is an error naming the list. */
+char **cli_split_list(const char *list, char sep, int *n);
 
 double cli_now(void);
 

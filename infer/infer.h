@@ -81,7 +81,8 @@ typedef struct {
     int max_tokens;      /* >= 1 new tokens per sequence, EOS included */
     bool sample;         /* false: greedy (argmax, ties to the lowest id) */
     float temperature;   /* sampling: > 0 (logits are divided by it) */
-    int top_k;           /* sampling: keep the k most likely ids (0 = all) */
+    int top_k;           /* sampling: keep the k most likely ids (0 = all); exactly k,
+                            ties at the k-th logit to the lower id (HF keeps them all) */
     float top_p;         /* sampling: nucleus mass in (0, 1] (1 = off) */
     uint64_t seed;       /* sequence b draws from its own stream seeded by (seed, b) */
     int32_t bos_id;      /* fed after the prefix */
@@ -125,25 +126,32 @@ int vlm_caption_generate(vlm_ctx *ctx, const vlm_model *m, const float *pixels, 
 
 /* ---- model bundles (infer/bundle.c) --------------------------------------------------
  * What inference needs beside the weights: the config, the tokenizers and
- * the image preprocessing. vlm_bundle_load(path) accepts
- *  - a run directory: config.json (the resolved run config that a run writes:
- *    {"model": ..., "data": ...}, or just a model config {"model": ...}) and
- *    model.safetensors; or a Hugging Face SigLIP directory (config.json with
- *    "vision_config" / "text_config" / model_type "siglip", model.safetensors,
- *    spiece.model);
- *  - a .safetensors file: the config from opts->config, else from the file's
- *    vlm.config metadata (checkpoints carry it), else config.json next to it
- *    (or in the parent directory, for RUN/checkpoints/step-N.safetensors).
- * The text tokenizer is opts->tokenizer, else tokenizer.json or spiece.model
- * in the model's directory (or its parent), else the config's data.tokenizer
- * when that is a file. The decoder's tokenizer (captioners) is
- * opts->decoder_tokenizer, else decoder_tokenizer.json there, else the text
- * tokenizer. Decoder specials: BOS = "<bos>" / "<s>" (else EOS), EOS =
- * "<eos>" / "</s>" / "<|endoftext|>", pad = "<pad>" (else EOS); SentencePiece:
- * its bos / eos / pad ids. Images: vlm_image_opts_default(image size) with the
- * config's data.mean / data.std, no augmentation. Checkpoint files may hold
- * optimizer tensors ("optim.*"), which are skipped; any other name that is
- * not a parameter, or a missing parameter, is an error naming the file. */
+ * the image preprocessing. vlm_bundle_load(path) finds them as `vlm eval`
+ * does:
+ *  - weights: a directory's model.safetensors, else its newest good
+ *    checkpoint (vlm_ckpt_find_latest); or the .safetensors file given. The
+ *    run directory is the directory, or the file's folder (the one above
+ *    for RUN/checkpoints/step-N.safetensors).
+ *  - config: opts->config, else the weights' vlm.config metadata (runs write
+ *    it into model.safetensors and checkpoints; vlm.model_config also
+ *    works), else RUN_DIR/config.json. A config is a run config
+ *    {"model": ..., "data": ...}, a bare model config, or a Hugging Face
+ *    SigLIP config.json ("vision_config" / "text_config" / model_type
+ *    "siglip": sizes from the weights, names as HF, vlm_load_hf_siglip).
+ *  - text tokenizer: opts->tokenizer, else data.tokenizer when it names a
+ *    file, else RUN_DIR/tokenizer.json (a run's trained one), else
+ *    RUN_DIR/spiece.model (SigLIP: vlm_siglip_tokenize semantics). Its
+ *    vocabulary must fit model.text.vocab.
+ *  - decoder tokenizer (captioners): opts->decoder_tokenizer, else
+ *    RUN_DIR/decoder_tokenizer.json, else the text tokenizer. Specials:
+ *    BOS = "<bos>" / "<s>" (else EOS), EOS = "<eos>" / "</s>" /
+ *    "<|endoftext|>", pad = "<pad>" (else EOS); SentencePiece: its own ids.
+ *  - images: vlm_image_opts_default(model.vision.image_size) (bicubic squash)
+ *    with data.mean / data.std, no augmentation; text: data.ctx_len ids
+ *    (0 = model.text.ctx_len), data.key_mask, data.templates.
+ * Checkpoints hold optimizer tensors ("optim.*"), which are skipped; any
+ * other tensor that is not a parameter, or a missing parameter, is an error
+ * naming the file. */
 typedef struct {
     const char *config;            /* NULL: found as above */
     const char *tokenizer;         /* NULL: found as above */

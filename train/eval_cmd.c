@@ -202,6 +202,7 @@ static int load(const eval_args *a, eval_state *s) {
 }
 
 int vlm_cmd_eval(int argc, char **argv) {
+    vlm_prefer_passive_omp(argc, argv);
     eval_args a;
     int st = parse_args(argc, argv, &a);
     if (st) {

@@ -308,6 +308,10 @@ static void warn_config_change(const run_state *r) {
 static int setup_trainer(run_state *r, const pretrain_args *a) {
     vlm_model *m = vlm_model_new(&r->cfg.model, (uint64_t)(uint32_t)r->cfg.train.seed);
     if (!m) return -1;
+    if (m->logit_scale && m->logit_bias) { /* a resumed run overwrites them */
+        vlm_f32(m->logit_scale)[0] = r->cfg.train.init_logit_scale;
+        vlm_f32(m->logit_bias)[0] = r->cfg.train.init_logit_bias;
+    }
     if (a->init && init_from(m, a->init)) {
         vlm_model_free(m);
         return -1;
@@ -455,6 +459,7 @@ static int fail(const char *what) {
 }
 
 int vlm_cmd_pretrain(int argc, char **argv) {
+    vlm_prefer_passive_omp(argc, argv);
     pretrain_args a;
     int st = parse_args(argc, argv, &a);
     if (st) {

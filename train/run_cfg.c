@@ -60,6 +60,10 @@ static const vlm_cfg_field train_fields[] = {
       "\"stop\" (error naming the step) or \"skip\" (skip the update, count it)"),
     F(vlm_train_cfg, detect_anomaly, VLM_CFG_BOOL,
       "check each stage of the loss path for NaN/Inf and name the first"),
+    F(vlm_train_cfg, init_logit_scale, VLM_CFG_FLOAT,
+      "fresh runs: initial logit_scale t' (scale = exp(t'); SigLIP: log 10)"),
+    F(vlm_train_cfg, init_logit_bias, VLM_CFG_FLOAT,
+      "fresh runs: initial logit_bias (SigLIP: -10; ~log(p/(1-p)) for a positive rate p)"),
     F(vlm_train_cfg, debug_nan_step, VLM_CFG_INT, "test hook: inject a NaN at this step (0 = off)"),
     F(vlm_train_cfg, debug_nan_target, VLM_CFG_STRING, "test hook: \"grad\" or \"weight\""),
     {0},
@@ -77,6 +81,8 @@ void vlm_run_cfg_defaults(vlm_run_cfg *c) {
     t->log_every = 10;
     t->keep_checkpoints = 3;
     strcpy(t->on_nonfinite, "stop");
+    t->init_logit_scale = 2.302585093f; /* log 10, as vlm_init_params */
+    t->init_logit_bias = -10.0f;
     strcpy(t->debug_nan_target, "grad");
     vlm_optim_cfg_defaults(&t->optim);
     vlm_data_cfg *d = &c->data;
@@ -190,6 +196,9 @@ static int validate_train(const vlm_train_cfg *t) {
         one_of(t->on_nonfinite, "stop", "skip", NULL, "train.on_nonfinite") ||
         one_of(t->debug_nan_target, "grad", "weight", NULL, "train.debug_nan_target"))
         return -1;
+    if (!isfinite(t->init_logit_scale) || !isfinite(t->init_logit_bias))
+        return vlm_set_error("config: train.init_logit_scale and train.init_logit_bias must be "
+                             "finite");
     if (t->steps == 0 && t->epochs == 0)
         return vlm_set_error("config: train.steps and train.epochs are both 0: set one");
     /* the run length is not known yet (epochs need the dataset): check the

@@ -57,6 +57,8 @@ typedef struct {
     int keep_checkpoints;           /* newest K kept (>= 1) */
     char on_nonfinite[VLM_CFG_STR]; /* "stop" (error naming the step) or "skip" (counted) */
     bool detect_anomaly;            /* check every stage of the loss path for non-finite values */
+    float init_logit_scale;         /* fresh runs: logit_scale t' (exp(t') multiplies cos) */
+    float init_logit_bias;          /* fresh runs: logit_bias b (SigLIP: log 10 and -10) */
     int debug_nan_step;             /* test hook: inject a NaN at this step (0 = off) */
     char debug_nan_target[VLM_CFG_STR]; /* "grad" (one gradient) or "weight" (logit_bias) */
     vlm_optim_cfg optim;            /* lr_mult works; total_steps 0 = the run's steps */
@@ -247,7 +249,23 @@ vlm_eval_opts vlm_run_eval_opts(const vlm_run_cfg *cfg);
 /* The run directory of a file in it: the parent of a checkpoints/ folder,
  * else the file's folder. malloc'd. */
 char *vlm_run_dir_of(const char *file);
+/* Re-executes `vlm argv...` once with OMP_WAIT_POLICY=passive unless the
+ * environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT (see common.c); returns
+ * only when it did not. argv[0] is the subcommand's name. */
+void vlm_prefer_passive_omp(int argc, char **argv);
 /* mkdir -p; 0 or -1 with error. */
 int vlm_mkdirs(const char *path);
+
+/* ---- benchmarks (train/bench_model.c) ------------------------------------------------ */
+
+/* vlm bench model|generate (argv[0] = "model" or "generate"): training-step and
+ * greedy-decoding throughput on a synthetic batch. Exit status 0, 1 on a
+ * failure, 2 on bad usage. `vlm bench` (data/bench_cmd.c) dispatches here
+ * through a weak reference, since data links below train; a weak reference
+ * does not pull an object out of a static library, so this pointer keeps
+ * bench_model.o in every program that includes train.h (vlm.c does, through
+ * infer.h). */
+int vlm_cmd_bench_model(int argc, char **argv);
+__attribute__((used)) static int (*const vlm_bench_model_keep_)(int, char **) = vlm_cmd_bench_model;
 
 #endif

@@ -67,6 +67,13 @@ void vlm_trainer_free(vlm_trainer *t) {
 
 /* ---- non-finite diagnosis ---------------------------------------------------------- */
 
+/* %g of a value, with NaN spelled "nan" whatever its sign bit. */
+static const char *num(char *buf, size_t cap, double v) {
+    if (isnan(v)) snprintf(buf, cap, "nan");
+    else snprintf(buf, cap, "%g", v);
+    return buf;
+}
+
 /* Index of the first non-finite element of n floats, or -1. */
 static int64_t first_nonfinite(const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++)
@@ -78,9 +85,9 @@ vlm_tensor *vlm_anomaly_check(vlm_anomaly *an, vlm_tensor *t, const char *stage)
     if (!an || !an->enabled || an->where[0] || !t || t->dtype != VLM_F32) return t;
     int64_t k = first_nonfinite(vlm_f32(t), t->numel);
     if (k >= 0) {
-        char s[64];
-        snprintf(an->where, sizeof an->where, "%s %s (element %lld = %g)", stage,
-                 vlm_shape_str(t, s, sizeof s), (long long)k, (double)vlm_f32(t)[k]);
+        char s[64], v[32];
+        snprintf(an->where, sizeof an->where, "%s %s (element %lld = %s)", stage,
+                 vlm_shape_str(t, s, sizeof s), (long long)k, num(v, sizeof v, vlm_f32(t)[k]));
     }
     return t;
 }
@@ -94,10 +101,10 @@ static void append_first_bad(char *buf, size_t cap, vlm_params *p, bool grads) {
         int64_t k = first_nonfinite(v, x->numel);
         if (k < 0) continue;
         size_t len = strlen(buf);
-        char s[64];
-        snprintf(buf + len, cap - len, "; first non-finite %s: %s %s element %lld = %g",
+        char s[64], val[32];
+        snprintf(buf + len, cap - len, "; first non-finite %s: %s %s element %lld = %s",
                  grads ? "gradient" : "parameter", x->name, vlm_shape_str(x, s, sizeof s),
-                 (long long)k, (double)v[k]);
+                 (long long)k, num(val, sizeof val, v[k]));
         return;
     }
 }
@@ -105,12 +112,13 @@ static void append_first_bad(char *buf, size_t cap, vlm_params *p, bool grads) {
 /* The error for a non-finite step: what was non-finite, where it shows. */
 static int nonfinite_error(vlm_trainer *t, int64_t step, double loss, double norm,
                            const vlm_anomaly *an) {
-    char msg[1024];
+    char msg[1024], v[32];
     if (!isfinite(loss))
-        snprintf(msg, sizeof msg, "non-finite loss (%g) at step %lld", loss, (long long)step);
-    else
-        snprintf(msg, sizeof msg, "non-finite gradients (norm %g) at step %lld", norm,
+        snprintf(msg, sizeof msg, "non-finite loss (%s) at step %lld", num(v, sizeof v, loss),
                  (long long)step);
+    else
+        snprintf(msg, sizeof msg, "non-finite gradients (norm %s) at step %lld",
+                 num(v, sizeof v, norm), (long long)step);
     append_first_bad(msg, sizeof msg, t->model->params, false);
     append_first_bad(msg, sizeof msg, t->model->params, true);
     size_t len = strlen(msg);
