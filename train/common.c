@@ -124,12 +124,17 @@ vlm_eval_opts vlm_run_eval_opts(const vlm_run_cfg *cfg) {
 
 /* ---- the SigLIP loss of a batch ----------------------------------------------------------- */
 
-/* Positives: rows with the same label when the dataset has labels, else rows
- * with the same image or the same caption text. u8 [n, n], rows = texts. */
-static vlm_tensor *match_mask(vlm_ctx *ctx, const vlm_batch *b) {
+/* Positives: rows with the same label (data.positives "labels", or "auto"
+ * on a dataset with labels), else rows with the same image or the same
+ * caption text. u8 [n, n], rows = texts. */
+static vlm_tensor *match_mask(vlm_ctx *ctx, const vlm_batch *b, const char *positives) {
     int n = b->n;
-    bool labels = true;
+    bool labels = strcmp(positives, "captions") != 0;
     for (int i = 0; i < n; i++) labels &= b->label[i] >= 0;
+    if (!labels && !strcmp(positives, "labels")) {
+        vlm_set_error("data.positives is \"labels\" but the dataset has no labels");
+        return NULL;
+    }
     vlm_tensor *m = vlm_tensor_new(ctx, VLM_U8, 2, (int64_t[]){n, n});
     if (!m) return NULL;
     uint8_t *p = m->data;
@@ -151,7 +156,7 @@ vlm_tensor *vlm_siglip_batch_loss(vlm_ctx *ctx, const vlm_model *m, const vlm_ba
     vlm_tensor *mask = cfg->data.key_mask
                            ? vlm_tensor_from(ctx, VLM_U8, 2, (int64_t[]){n, L}, b->mask)
                            : NULL;
-    vlm_tensor *match = match_mask(ctx, b);
+    vlm_tensor *match = match_mask(ctx, b, cfg->data.positives);
     if (!images || !ids || !match || (cfg->data.key_mask && !mask)) return NULL;
     vlm_tensor *ip = NULL, *tp = NULL;
     vlm_anomaly_check(an, images, "input images");

@@ -30,6 +30,9 @@ static const vlm_cfg_field data_fields[] = {
      "training augmentation"},
     F(vlm_data_cfg, sampling, VLM_CFG_STRING,
       "\"image\" (each image once per epoch, a random caption) or \"caption\""),
+    F(vlm_data_cfg, positives, VLM_CFG_STRING,
+      "sigmoid-loss positives: \"auto\" (labels when the dataset has them), \"labels\", "
+      "\"captions\" (same image or same caption text)"),
     F(vlm_data_cfg, tokenizer, VLM_CFG_STRING,
       "tokenizer.json, spiece.model, or \"train\" (BPE on the training captions)"),
     F(vlm_data_cfg, vocab_size, VLM_CFG_INT, "trained tokenizer size (0 = model.text.vocab)"),
@@ -89,6 +92,7 @@ void vlm_run_cfg_defaults(vlm_run_cfg *c) {
     d->augment = (vlm_augment_cfg){false, 0.08f, 1.0f, 3.0f / 4.0f, 4.0f / 3.0f, false};
     for (int k = 0; k < 3; k++) d->mean[k] = d->std[k] = 0.5f;
     strcpy(d->sampling, "image");
+    strcpy(d->positives, "auto");
     strcpy(d->tokenizer, "train");
     strcpy(c->out, "runs/run");
 }
@@ -232,6 +236,7 @@ static int validate_data(vlm_data_cfg *d, const vlm_model_cfg *m) {
         if (!(d->std[k] > 0) || !isfinite(d->mean[k]) || isinf(d->std[k]))
             return vlm_set_error("config: data.std[%d] must be > 0 and data.mean finite", k);
     if (validate_augment(&d->augment) || one_of(d->sampling, "image", "caption", NULL, "data.sampling") ||
+        one_of(d->positives, "auto", "labels", "captions", "data.positives") ||
         at_least(d->vocab_size, 0, "data.vocab_size") ||
         at_least(d->loader_threads, 0, "data.loader_threads") ||
         at_least(d->eval_images, 0, "data.eval_images") ||

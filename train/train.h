@@ -37,6 +37,7 @@ typedef struct {
     vlm_augment_cfg augment;
     float mean[3], std[3];       /* JSON: a number or [r, g, b] */
     char sampling[VLM_CFG_STR];  /* "image" (one random caption each) or "caption" */
+    char positives[VLM_CFG_STR]; /* "auto" (labels if the dataset has them), "labels", "captions" */
     char tokenizer[VLM_CFG_STR]; /* tokenizer.json, *.model (SentencePiece) or "train" */
     int vocab_size;              /* tokenizer "train": ids (0 = model.text.vocab) */
     int ctx_len;                 /* 0 = model.text.ctx_len */
