@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/bench.sh - vlm against PyTorch on the bench models, in one command.
 #
-#   scripts/bench.sh                       # everything, about 10-15 min on an idle 2-core machine
+#   scripts/bench.sh      # everything: about 15 min on an idle 2-core machine, twice that when
+#                         # other jobs take half the cores
 #   BENCH_STEPS=10 BENCH_REPEATS=3 scripts/bench.sh
 #   BENCH_CASES="siglip:f32" BENCH_GEN_BATCHES="" BENCH_CHECKPOINT=0 scripts/bench.sh
 #
@@ -10,7 +11,7 @@
 # torch, ...: BENCH_REPEATS rounds, so drift and other load hit both), each
 # run doing BENCH_WARMUP untimed and BENCH_STEPS timed training steps; then
 # greedy generation with the KV cache at each batch of BENCH_GEN_BATCHES the
-# same way; then gradient checkpointing on (ours) against the f32 runs above.
+# same way; then gradient checkpointing off and on (ours, f32, back to back).
 # Both sides get the same thread count (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
 # --threads) and OpenBLAS kernels: Debian's torch does its f32 GEMMs in the
 # OpenBLAS behind libblas.so.3 (pthread build; BLAS_INFO=generic) and its bf16
@@ -19,7 +20,7 @@
 # SkylakeX itself and gets VLM_BLAS_CORETYPE set to the same value.
 #
 # Environment (defaults in brackets):
-#   BENCH_STEPS [5]  BENCH_WARMUP [1]  BENCH_REPEATS [2]   training runs
+#   BENCH_STEPS [4]  BENCH_WARMUP [1]  BENCH_REPEATS [2]   training runs
 #   BENCH_THREADS [nproc]  BENCH_CORETYPE [SkylakeX on AVX-512, else unset]
 #   BENCH_CASES ["siglip:f32 siglip:bf16 caption:f32 caption:bf16"]
 #   BENCH_GEN_BATCHES ["1 8"]  BENCH_GEN_TOKENS [32]  BENCH_GEN_STEPS [3] (timed
@@ -41,11 +42,11 @@ elif [ $# -gt 0 ]; then
   exit 2
 fi
 
-STEPS=${BENCH_STEPS:-5}
+STEPS=${BENCH_STEPS:-4}
 WARMUP=${BENCH_WARMUP:-1}
 REPEATS=${BENCH_REPEATS:-2}
 THREADS=${BENCH_THREADS:-$(nproc)}
-CASES=${BENCH_CASES:-"siglip:f32 siglip:bf16 caption:f32 caption:bf16"}
+CASES=${BENCH_CASES-"siglip:f32 siglip:bf16 caption:f32 caption:bf16"}
 GEN_BATCHES=${BENCH_GEN_BATCHES-"1 8"}
 GEN_TOKENS=${BENCH_GEN_TOKENS:-32}
 GEN_STEPS=${BENCH_GEN_STEPS:-3}
@@ -180,11 +181,11 @@ if gen:
             targets.append(("decode tokens/s >= torch, batch %d" % bsz, da / db, None))
     print()
 
-ck = [(m, model_summary(load("model-%s-f32-vlm-*.json" % m)), model_summary(load("ckpt-%s-f32-vlm-*.json" % m)))
+ck = [(m, model_summary(load("ckpt-off-%s-vlm.json" % m)), model_summary(load("ckpt-on-%s-vlm.json" % m)))
       for m in ("siglip", "caption")]
 ck = [c for c in ck if c[1] and c[2]]
 if ck:
-    print("== gradient checkpointing (vlm, f32): off = the f32 runs above ==")
+    print("== gradient checkpointing (vlm, f32, batch %d / %d): one run off, then one on ==" % (ck[0][1]["batch"], ck[-1][1]["batch"]))
     print("%-8s %10s %10s %7s %12s %12s %7s %11s %11s  %s" % (
         "model", "s/step off", "on", "on/off", "RSS MiB off", "on", "on/off", "arena off", "on", "towers"))
     for m, off, on in ck:
@@ -260,14 +261,12 @@ for b in $GEN_BATCHES; do
 done
 
 if [ "$CHECKPOINT" != 0 ]; then
+  # off and on back to back (f32), so both see the same load
   for model in siglip caption; do
     cfg=$(config_of "$model")
-    # the checkpoint-off side: the f32 runs above, or one run here if they were skipped
-    if [ ! -e "$OUT/model-$model-f32-vlm-1.json" ]; then
-      run "model-$model-f32-vlm-1" "$BUILD/vlm" bench model --config "$cfg" --precision f32 \
-        --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" "${BATCH[@]}"
-    fi
-    run "ckpt-$model-f32-vlm-1" "$BUILD/vlm" bench model --config "$cfg" --precision f32 \
+    run "ckpt-off-$model-vlm" "$BUILD/vlm" bench model --config "$cfg" --precision f32 \
+      --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" "${BATCH[@]}"
+    run "ckpt-on-$model-vlm" "$BUILD/vlm" bench model --config "$cfg" --precision f32 \
       --checkpoint --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" "${BATCH[@]}"
   done
 fi

@@ -574,8 +574,8 @@ def bench_model(a):
     th = torch.get_num_threads()
     gflops = flops / med * 1e-9
     pk = pk16 if bf16 else pk32
-    print("step time: median %.4f s, min %.4f s over %d steps (after %d warm-up); cpu/wall %.2f of %d threads"
-          % (med, mn, a.steps, a.warmup, median(cpus) / med, th))
+    print("step time: median %.4f s, min %.4f s over %d steps (after %d warm-up); cpu/(wall x %d threads) %.2f"
+          % (med, mn, a.steps, a.warmup, th, median(cpus) / med / th))
     print("throughput: %.2f images/s (median), %.2f images/s (min)" % (B / med, B / mn))
     print("achieved: %.1f GFLOP/s; peak (torch.mm 2048^3, best of 5): f32 %.1f, bf16 %.1f GFLOP/s; MFU %.1f%%"
           % (gflops, pk32, pk16, 100 * gflops / pk))

@@ -618,9 +618,9 @@ static int run_model(const bm_args *a) {
     double med = median_of(tm.step_s, a->steps), mn = min_of(tm.step_s, a->steps);
     double cpu_med = median_of(tm.cpu_s, a->steps);
     double gflops = flops / med * 1e-9, peak = bf16 ? pk16 : pk32;
-    printf("step time: median %.4f s, min %.4f s over %d steps (after %d warm-up); cpu/wall "
-           "%.2f of %d threads\n",
-           med, mn, a->steps, a->warmup, cpu_med / med, threads);
+    printf("step time: median %.4f s, min %.4f s over %d steps (after %d warm-up); "
+           "cpu/(wall x %d threads) %.2f\n",
+           med, mn, a->steps, a->warmup, threads, cpu_med / med / threads);
     printf("throughput: %.2f images/s (median), %.2f images/s (min)\n", B / med, B / mn);
     printf("achieved: %.1f GFLOP/s (median step)\n", gflops);
     printf("peak (this process, %d^3 GEMM, best of 5): f32 sgemm %.1f GFLOP/s, bf16 %.1f "

@@ -223,7 +223,7 @@ int vlm_cmd_eval(int argc, char **argv) {
         free(txt);
         cJSON_Delete(j);
     } else {
-        printf("model %s\n", s.weights);
+        printf("evaluation of %s:\n", s.weights);
         vlm_eval_metrics_print(stdout, &m);
     }
     state_free(&s);

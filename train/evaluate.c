@@ -429,7 +429,7 @@ cJSON *vlm_eval_metrics_json(const vlm_eval_metrics *m) {
 }
 
 void vlm_eval_metrics_print(FILE *f, const vlm_eval_metrics *m) {
-    fprintf(f, "eval: %lld images, %lld captions (%.1f s)\n", (long long)m->images,
+    fprintf(f, "  %lld images, %lld captions (%.1f s)\n", (long long)m->images,
             (long long)m->captions, m->seconds);
     if (m->zeroshot)
         fprintf(f, "  zero-shot (%d classes x %d templates): top-1 %.2f%%  top-5 %.2f%%\n",

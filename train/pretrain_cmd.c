@@ -391,8 +391,9 @@ static int run_eval(run_state *r, bool final) {
     vlm_eval_metrics m;
     int64_t max = final ? 0 : r->cfg.data.eval_images;
     if (vlm_evaluate(r->ev, r->tr.ctx, r->tr.model, max, &m)) return -1;
-    vlm_runlog_note(&r->log, "step %lld%s", (long long)r->tr.step, final ? " (final)" : "");
-    vlm_eval_metrics_print(final ? stdout : stderr, &m);
+    vlm_runlog_clear(&r->log);
+    printf("evaluation at step %lld%s:\n", (long long)r->tr.step, final ? " (final)" : "");
+    vlm_eval_metrics_print(stdout, &m);
     fflush(stdout);
     vlm_runlog_eval(&r->log, r->tr.step, &m, final);
     return 0;

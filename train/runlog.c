@@ -164,11 +164,15 @@ void vlm_runlog_eval(vlm_runlog *l, int64_t step, const vlm_eval_metrics *m, boo
     write_event(l, o);
 }
 
+void vlm_runlog_clear(vlm_runlog *l) {
+    if (!l->line_open) return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    l->line_open = false;
+}
+
 void vlm_runlog_note(vlm_runlog *l, const char *fmt, ...) {
-    if (l->line_open) {
-        fputs("\r\033[K", stderr);
-        l->line_open = false;
-    }
+    vlm_runlog_clear(l);
     va_list ap;
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);

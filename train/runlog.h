@@ -36,6 +36,8 @@ void vlm_runlog_step(vlm_runlog *l, const vlm_trainer *t, const vlm_step_stats *
                      double step_seconds);
 /* An "eval" event (final: the end-of-run evaluation). */
 void vlm_runlog_eval(vlm_runlog *l, int64_t step, const vlm_eval_metrics *m, bool final);
+/* Erases the progress line (if one is on screen) before other output. */
+void vlm_runlog_clear(vlm_runlog *l);
 /* A message on stderr that does not collide with the progress line. */
 void vlm_runlog_note(vlm_runlog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

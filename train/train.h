@@ -112,8 +112,14 @@ int vlm_text_encode(void *enc, const char *text, int32_t *ids, uint8_t *mask, in
 
 /* ---- the trainer (train/trainer.c) ---------------------------------------------------- */
 
-/* Non-finite diagnosis, filled by the loss function when detect_anomaly is on:
- * the first stage of the loss path whose output holds a NaN or Inf. */
+/* Non-finite diagnosis, filled by the loss function when train.detect_anomaly
+ * is on: the first stage of the loss path whose output holds a NaN or Inf.
+ * The SigLIP loss checks, in order: input images, image tower tokens, its
+ * pooled output, text tower tokens, its pooled output, both embeddings,
+ * logit_scale, logit_bias, the loss (one extra pass over each; off by
+ * default). Finer, per-op detection needs a hook on the autograd tape, whose
+ * nodes are private to autograd/. Independently of the flag, a stop always
+ * names the first non-finite parameter and gradient. */
 typedef struct {
     bool enabled;
     char where[256]; /* "" = none found */
@@ -158,7 +164,11 @@ typedef struct {
 int vlm_trainer_init(vlm_trainer *t, const vlm_run_cfg *cfg, vlm_model *model,
                      vlm_loader *loader, int64_t total_steps, vlm_loss_fn fn, void *user);
 void vlm_trainer_free(vlm_trainer *t);
-/* One optimizer step over train.accum micro-batches. Non-finite loss or
+/* One optimizer step over train.accum micro-batches: each micro-batch is
+ * forwarded and backpropagated with its loss scaled by 1/accum (and by the
+ * loss scale in fp16), so grads accumulate to the mean. The sigmoid loss of a
+ * micro-batch only sees its own negatives: accum trades memory, not the
+ * loss, against a larger batch_size. Non-finite loss or
  * grads: with on_nonfinite "stop", -1 with an error naming the step (and the
  * first non-finite parameter / gradient / anomaly stage); with "skip" the
  * update is skipped, counted in t->skipped and st->skipped, and 0 returned.

@@ -47,6 +47,7 @@ static void test_pretrain_and_inspect(void) {
     int st = vlm_run("pretrain.log", "pretrain -c tiny.json");
     CHECK(st == 0, "pretrain exit %d", st);
     CHECK(file_has(tpath("pretrain.log"), "zero-shot (3 classes x 8 templates): top-1"), "zs");
+    CHECK(file_has(tpath("pretrain.log"), "evaluation at step 40 (final):"), "final eval");
     CHECK(file_has(tpath("pretrain.log"), "text->image R@1"), "retrieval printed");
     CHECK(file_has(tpath("pretrain.log"), "step 40/40"), "progress line");
     check_run_dir();
@@ -209,6 +210,36 @@ static void test_eval_matches_brute_force(void) {
     vlm_ctx_free(p.ctx);
 }
 
+/* --init: a full file, a partial one (the rest keeps its initial values) and
+ * a wrong shape. Update 0 runs at lr 0 (warmup), so one step keeps the value. */
+static void test_init(void) {
+    int st = vlm_run("init.log", "pretrain -c tiny.json --set out=I --set train.steps=1 --set train.optim.warmup_steps=1 "
+                     "--set data.val= --init run/model.safetensors");
+    CHECK(st == 0 && file_has(tpath("init.log"), "from run/model.safetensors; 0 parameters "
+                                                 "missing"), "full init, exit %d", st);
+    float v = 1.5f;
+    int64_t one = 1, two = 2;
+    vlm_st_writer *w = vlm_st_writer_new();
+    CHECK(w && vlm_st_writer_add(w, "logit_bias", "F32", 1, &one, &v) == 0 &&
+              vlm_st_writer_save(w, tpath("part.safetensors")) == 0, "write part");
+    vlm_st_writer_free(w);
+    st = vlm_run("init2.log", "pretrain -c tiny.json --set out=I2 --set train.steps=1 --set train.optim.warmup_steps=1 "
+                 "--set data.val= --init part.safetensors");
+    CHECK(st == 0 && file_has(tpath("init2.log"), "init: 1 tensors (1 values) from "
+                                                  "part.safetensors;"), "partial, exit %d", st);
+    vlm_st *f = vlm_st_open(tpath("I2/model.safetensors"));
+    float got = 0;
+    CHECK(f && vlm_st_read_f32(f, "logit_bias", &got, 1) == 0 && got == 1.5f, "loaded %g", got);
+    vlm_st_close(f);
+    float vv[2] = {1, 2};
+    w = vlm_st_writer_new();
+    CHECK(w && vlm_st_writer_add(w, "logit_bias", "F32", 1, &two, vv) == 0 &&
+              vlm_st_writer_save(w, tpath("bad.safetensors")) == 0, "write bad");
+    vlm_st_writer_free(w);
+    st = vlm_run("init3.log", "pretrain -c tiny.json --set out=I3 --init bad.safetensors");
+    CHECK(st == 1 && file_has(tpath("init3.log"), "logit_bias"), "shape mismatch, exit %d", st);
+}
+
 static void test_help_and_default_config(void) {
     CHECK(vlm_run("help.log", "pretrain --help") == 0, "pretrain --help");
     CHECK(file_has(tpath("help.log"), "train.optim.lr_mult"), "help lists the config keys");
@@ -225,6 +256,7 @@ int main(void) {
     CHECK(make_tiny_config() == 0, "config");
     test_pretrain_and_inspect();
     test_eval_matches_brute_force();
+    test_init();
     test_help_and_default_config();
     remove_tmpdir();
     return TEST_DONE();
