@@ -13,7 +13,9 @@
  *    require grad (frozen parameters, data) get no backward work.
  *  - Parameters live in a vlm_params store: one flat f32 buffer for values and
  *    one for grads. Their grads accumulate across backward calls until
- *    vlm_params_zero_grad(); activation grads live in the arena.
+ *    vlm_params_zero_grad(); activation grads live in the arena, and the grad
+ *    of an op's output is released (t->grad = NULL, buffer reused) once the
+ *    backward has consumed it, as in PyTorch; leaves keep theirs.
  */
 #ifndef VLM_AUTOGRAD_H
 #define VLM_AUTOGRAD_H
@@ -100,7 +102,10 @@ bool vlm_same_shape(const vlm_tensor *a, const vlm_tensor *b);
 /* ---- the tape ----------------------------------------------------------- */
 
 /* Backpropagates from a scalar (numel 1) loss, seeding d loss = 1. Nodes are
- * consumed: the tape is empty afterwards. Returns 0 or -1 with error. */
+ * consumed: the tape is empty afterwards, and each node's output grad is
+ * released after its backward ran (unless vlm_ctx_retain_grads), so only
+ * leaves (parameters, inputs that require grad) hold grads afterwards.
+ * Returns 0 or -1 with error. */
 int vlm_backward(vlm_ctx *ctx, vlm_tensor *loss);
 /* Seeds out->grad with grad (numel floats, NULL = ones) and backpropagates
  * through the nodes recorded after `mark` (see vlm_tape_mark), then drops
@@ -112,6 +117,10 @@ size_t vlm_tape_len(const vlm_ctx *ctx);
 void vlm_tape_truncate(vlm_ctx *ctx, size_t mark);
 /* The grad buffer of t, allocated (zeroed, in the arena) on first use. */
 float *vlm_grad_of(vlm_ctx *ctx, vlm_tensor *t);
+/* Keep the grads of op outputs after backward (default false: released for
+ * reuse as soon as the backward has consumed them). For tests and debugging;
+ * the arena peak then holds one grad per activation. */
+void vlm_ctx_retain_grads(vlm_ctx *ctx, bool retain);
 
 /* ---- gradient checkpointing (autograd/checkpoint.c) ---------------------- */
 
@@ -204,10 +213,12 @@ int vlm_num_threads(void);
  * and the optimizer state stay f32 in every mode.
  *  - F32 (default): f32 GEMMs (OpenBLAS), inputs kept by reference.
  *  - BF16: forward and backward GEMMs on bf16 operands with f32 accumulation
- *    and f32 outputs (oneDNN). The weight is converted once per forward; the
- *    bf16 copies of the inputs and weight are what backward uses, so the
- *    saved activations take 2 bytes per element. The incoming gradient is
- *    rounded to bf16 for the backward GEMMs (as under PyTorch autocast).
+ *    and f32 outputs (oneDNN). The bf16 copies of the inputs are what
+ *    backward uses, so the saved activations take 2 bytes per element; a
+ *    linear's weight is rounded to bf16 in the forward and again (into
+ *    scratch, from the f32 weight, so no copy is kept) in the backward. The
+ *    incoming gradient is rounded to bf16 for the backward GEMMs (as under
+ *    PyTorch autocast).
  *  - F16: inputs are rounded to f16 and that f16 copy is saved for backward;
  *    the GEMMs run in f32 on the f16-rounded values (oneDNN has no fast f16
  *    matmul without AVX512_FP16). Weights and gradients stay f32.
@@ -222,6 +233,14 @@ typedef enum { VLM_PREC_F32 = 0, VLM_PREC_BF16 = 1, VLM_PREC_F16 = 2 } vlm_preci
 /* Returns 0, or -1 with error for an unknown mode. */
 int vlm_ctx_set_precision(vlm_ctx *ctx, vlm_precision p);
 vlm_precision vlm_ctx_precision(const vlm_ctx *ctx);
+/* The mode's activation storage type: bf16 (BF16), f16 (F16) or f32 (F32).
+ * The *_lowp ops (vlm_layernorm_lowp, vlm_rmsnorm_lowp, vlm_gelu_lowp,
+ * vlm_silu_mul_lowp, vlm_linear_lowp) compute in f32 and store their output
+ * in this type, for outputs whose only consumers are vlm_linear calls (or,
+ * for vlm_linear_lowp, gelu and silu_mul, which read that type too): the f32
+ * activation then never exists and every linear reading it shares the one
+ * copy. In F32 mode they are the plain ops. */
+vlm_dtype vlm_ctx_lowp_dtype(const vlm_ctx *ctx);
 const char *vlm_precision_name(vlm_precision p);
 /* True if the CPU has AVX512_BF16 (otherwise oneDNN emulates bf16: correct but
  * no faster than f32). */
@@ -289,6 +308,9 @@ int vlm_split(vlm_ctx *ctx, vlm_tensor *a, int dim, int n, const int64_t *sizes,
 vlm_tensor *vlm_matmul(vlm_ctx *ctx, vlm_tensor *a, vlm_tensor *b, bool trans_a, bool trans_b);
 /* x [..., in] W[out, in] -> x W^T + bias; bias may be NULL. */
 vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias);
+/* The same with the output in vlm_ctx_lowp_dtype (see mixed precision), for
+ * an output read only by vlm_gelu(_lowp), vlm_silu_mul(_lowp) or vlm_linear. */
+vlm_tensor *vlm_linear_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias);
 
 /* Embedding gather: table [V, D], ids i32 (any shape S) -> [S..., D]. */
 vlm_tensor *vlm_embedding(vlm_ctx *ctx, vlm_tensor *table, vlm_tensor *ids);
@@ -296,12 +318,25 @@ vlm_tensor *vlm_embedding(vlm_ctx *ctx, vlm_tensor *table, vlm_tensor *ids);
 /* Norms over the last dim. w, b are [D]; b may be NULL. */
 vlm_tensor *vlm_layernorm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b, float eps);
 vlm_tensor *vlm_rmsnorm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, float eps);
+/* The same with the output in vlm_ctx_lowp_dtype (see mixed precision). */
+vlm_tensor *vlm_layernorm_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b,
+                               float eps);
+vlm_tensor *vlm_rmsnorm_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, float eps);
 /* x / max(||x||_2, eps) over the last dim. */
 vlm_tensor *vlm_l2_normalize(vlm_ctx *ctx, vlm_tensor *x, float eps);
 
-/* Unary elementwise. gelu is the tanh approximation (gelu_pytorch_tanh). */
+/* Unary elementwise. gelu is the tanh approximation (gelu_pytorch_tanh).
+ * tanh, gelu, sigmoid, silu and exp use vectorised f32 kernels accurate to a
+ * few ulp (tests/autograd/test_activation.c measures them against double). */
 vlm_tensor *vlm_gelu(vlm_ctx *ctx, vlm_tensor *x);
 vlm_tensor *vlm_silu(vlm_ctx *ctx, vlm_tensor *x);
+/* SwiGLU's gate: silu(g) * u in one op (g, u same shape), without the silu
+ * output as a separate activation. gelu and silu_mul also take inputs in the
+ * context's storage type (vlm_linear_lowp's output); grads are f32. */
+vlm_tensor *vlm_silu_mul(vlm_ctx *ctx, vlm_tensor *g, vlm_tensor *u);
+/* Output in vlm_ctx_lowp_dtype (see mixed precision). */
+vlm_tensor *vlm_gelu_lowp(vlm_ctx *ctx, vlm_tensor *x);
+vlm_tensor *vlm_silu_mul_lowp(vlm_ctx *ctx, vlm_tensor *g, vlm_tensor *u);
 vlm_tensor *vlm_sigmoid(vlm_ctx *ctx, vlm_tensor *x);
 vlm_tensor *vlm_tanh(vlm_ctx *ctx, vlm_tensor *x);
 vlm_tensor *vlm_exp(vlm_ctx *ctx, vlm_tensor *x);

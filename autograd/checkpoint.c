@@ -58,6 +58,7 @@ void vlm_arena_rewind(vlm_ctx *ctx, vlm_arena_pos pos) {
     }
     ctx->cur = b;
     ctx->used = pos.used;
+    vlm_grad_free_trim(ctx, pos.used);
 }
 
 /* A copy of out at pos; everything allocated since pos is released. */

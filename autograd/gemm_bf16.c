@@ -55,6 +55,12 @@ int vlm_ctx_set_precision(vlm_ctx *ctx, vlm_precision p) {
 
 vlm_precision vlm_ctx_precision(const vlm_ctx *ctx) { return ctx->precision; }
 
+vlm_dtype vlm_ctx_lowp_dtype(const vlm_ctx *ctx) {
+    return ctx->precision == VLM_PREC_BF16 ? VLM_BF16
+           : ctx->precision == VLM_PREC_F16 ? VLM_F16
+                                            : VLM_F32;
+}
+
 bool vlm_bf16_native(void) { return __builtin_cpu_supports("avx512bf16"); }
 
 /* ---- conversions ------------------------------------------------------------
@@ -124,6 +130,28 @@ static void f16_to_f32_block(float *dst, const uint16_t *src, int64_t n) {
         dst[i] = vlm_f16_to_f32(src[i]);
 }
 #endif
+
+void vlm_load_as_f32(float *dst, const void *src, vlm_dtype dt, int64_t n) {
+    if (dt == VLM_BF16) {
+        const uint16_t *s = src;
+        uint32_t *d = (uint32_t *)dst;
+        for (int64_t i = 0; i < n; i++)
+            d[i] = (uint32_t)s[i] << 16;
+    } else if (dt == VLM_F16) {
+        f16_to_f32_block(dst, src, n);
+    } else {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    }
+}
+
+void vlm_store_f32_as(void *dst, vlm_dtype dt, const float *src, int64_t n) {
+    if (dt == VLM_BF16)
+        f32_to_bf16_block(dst, src, n);
+    else if (dt == VLM_F16)
+        f32_to_f16_block(dst, src, n);
+    else
+        memcpy(dst, src, (size_t)n * sizeof(float));
+}
 
 void vlm_f32_to_f16_n(uint16_t *dst, const float *src, int64_t n) {
     int64_t nblk = (n + CONV_BLOCK - 1) / CONV_BLOCK;
@@ -207,7 +235,7 @@ typedef struct {
     int64_t M, N, K, lda, ldb, ldc, batch, sa, sb, sc;
     uint32_t beta_bits;
     int32_t nthr;
-    int32_t ta, tb, bias;
+    int32_t ta, tb, bias, c_bf16;
 } gemm_key;
 
 typedef struct {
@@ -271,7 +299,8 @@ static dnnl_status_t entry_create(gemm_entry *e, const gemm_key *k, float beta) 
     dnnl_status_t st;
     if ((st = operand_md(&ma, dnnl_bf16, k->batch, k->sa, k->M, k->K, k->lda, k->ta)) ||
         (st = operand_md(&mb, dnnl_bf16, k->batch, k->sb, k->K, k->N, k->ldb, k->tb)) ||
-        (st = operand_md(&mc, dnnl_f32, k->batch, k->sc, k->M, k->N, k->ldc, false)))
+        (st = operand_md(&mc, k->c_bf16 ? dnnl_bf16 : dnnl_f32, k->batch, k->sc, k->M, k->N,
+                         k->ldc, false)))
         return st;
     /* the bias is one f32 row [N] broadcast over rows (and batches) */
     if (k->bias && (st = operand_md(&mbias, dnnl_f32, k->batch, 0, 1, k->N, k->N, false)))
@@ -346,10 +375,12 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
             C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
 }
 
+/* C is f32, or bf16 (rounded from the f32 accumulator by the primitive) when
+ * c_bf16. */
 static int gemm_run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A,
                     int64_t lda, int64_t sa, const uint16_t *B, int64_t ldb, int64_t sb,
-                    const float *bias, float beta, float *C, int64_t ldc, int64_t sc,
-                    int64_t batch) {
+                    const float *bias, float beta, void *C, int64_t ldc, int64_t sc,
+                    int64_t batch, bool c_bf16) {
     pthread_once(&dnn.once, dnn_init);
     if (dnn.init_status != dnnl_success)
         return vlm_set_error("gemm_bf16: oneDNN CPU engine unavailable (status %d)",
@@ -361,7 +392,7 @@ static int gemm_run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uin
     k.sc = batch > 1 ? sc : 0;
     memcpy(&k.beta_bits, &beta, sizeof beta);
     k.nthr = omp_get_max_threads();
-    k.ta = ta, k.tb = tb, k.bias = bias != NULL;
+    k.ta = ta, k.tb = tb, k.bias = bias != NULL, k.c_bf16 = c_bf16;
     pthread_mutex_lock(&dnn.lock);
     dnnl_status_t st = dnnl_success;
     gemm_entry *e = cache_get(&k, beta, &st);
@@ -407,11 +438,11 @@ int vlm_gemm_bf16_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, con
          * second product on */
         for (int64_t i = 0; i < batch; i++)
             if (gemm_run(ta, tb, M, N, K, A + i * sa, lda, 0, B + i * sb, ldb, 0, NULL,
-                         i == 0 ? beta : 1.0f, C, ldc, 0, 1))
+                         i == 0 ? beta : 1.0f, C, ldc, 0, 1, false))
                 return -1;
         return 0;
     }
-    return gemm_run(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, NULL, beta, C, ldc, sc, batch);
+    return gemm_run(ta, tb, M, N, K, A, lda, sa, B, ldb, sb, NULL, beta, C, ldc, sc, batch, false);
 }
 
 int vlm_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A, int64_t lda,
@@ -421,22 +452,27 @@ int vlm_gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint1
 
 /* The bias is added by the primitive after the f32 accumulation (acc + b:
  * the same single rounding as filling C with b and accumulating with beta
- * 1), which saves the broadcast pass over C and the read of C. */
+ * 1), which saves the broadcast pass over C and the read of C. A bf16 C is
+ * rounded from that f32 sum. */
 int vlm_gemm_bf16_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t *A,
-                       int64_t lda, const uint16_t *B, int64_t ldb, const float *bias, float *C,
-                       int64_t ldc) {
+                       int64_t lda, const uint16_t *B, int64_t ldb, const float *bias, void *C,
+                       int64_t ldc, bool c_bf16) {
     if (M < 0 || N < 0 || K < 0)
         return vlm_set_error("gemm_bf16: negative size %lld x %lld x %lld", (long long)M,
                              (long long)N, (long long)K);
     if (M == 0 || N == 0) return 0;
-    if (K == 0 || !bias) {
-        if (vlm_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, 0.0f, C, ldc)) return -1;
-        for (int64_t i = 0; i < M && bias; i++)
-            for (int64_t j = 0; j < N; j++)
-                C[i * ldc + j] += bias[j];
+    if (K == 0) { /* nothing to multiply: C = bias (or 0) */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                float v = bias ? bias[j] : 0.0f;
+                if (c_bf16)
+                    ((uint16_t *)C)[i * ldc + j] = vlm_f32_to_bf16(v);
+                else
+                    ((float *)C)[i * ldc + j] = v;
+            }
         return 0;
     }
-    return gemm_run(ta, tb, M, N, K, A, lda, 0, B, ldb, 0, bias, 0.0f, C, ldc, 0, 1);
+    return gemm_run(ta, tb, M, N, K, A, lda, 0, B, ldb, 0, bias, 0.0f, C, ldc, 0, 1, c_bf16);
 }
 
 /* Packs the rows x cols matrix stored with leading dimension ld into a dense

@@ -42,6 +42,31 @@ vlm_node *vlm_record(vlm_ctx *ctx, vlm_op op, vlm_tensor *out, vlm_tensor *const
                      bool *failed);
 /* Grad buffer of an input if it requires grad, else NULL (skip that input). */
 float *vlm_input_grad(vlm_ctx *ctx, vlm_tensor *t);
+/* The same for a backward that writes every element of the grad: when the
+ * buffer is allocated by this call, *fresh is set and the buffer is NOT
+ * zeroed, so the caller must store rather than accumulate (GEMM beta = !fresh).
+ * An input that appears twice in a node: fetch its grad again after the first
+ * write (it is then not fresh). On NULL with t->requires_grad: out of memory. */
+float *vlm_input_grad_raw(vlm_ctx *ctx, vlm_tensor *t, bool *fresh);
+/* In a loop updating such a grad, g[i] = VLM_OLD(keep, g[i]) + term with
+ * keep = vlm_grad_keep(fresh): the old value is 0 in a fresh buffer, so the
+ * sum rounds exactly as accumulating into a zeroed buffer did. keep is a
+ * float because gcc does not vectorise a loop that selects on a bool. */
+static inline float vlm_grad_keep(bool fresh) { return fresh ? 0.0f : 1.0f; }
+#define VLM_OLD(keep, v) ((keep) != 0.0f ? (v) : 0.0f)
+/* For a backward whose whole contribution to t is out's grad itself (reshape,
+ * the first operand of add and sub): when t has no grad yet, t takes out's
+ * buffer (out's grad would be released right after this node anyway) and
+ * nothing is copied. Returns false (do the normal update) otherwise, or when
+ * grads are retained. */
+bool vlm_grad_steal(vlm_ctx *ctx, vlm_tensor *t, vlm_tensor *out);
+/* Drops the released grad buffers allocated at arena position >= used (the
+ * arena is being rewound there). */
+void vlm_grad_free_trim(vlm_ctx *ctx, size_t used);
+/* Stores n f32 values as dt (F32, BF16 or F16) with the rounding of
+ * vlm_f32_to_bf16 / vlm_f32_to_f16; serial and vectorised, for ops that emit
+ * low-precision outputs row by row. */
+void vlm_store_f32_as(void *dst, vlm_dtype dt, const float *src, int64_t n);
 
 /* Op-argument checks: set an error naming the op and return false. */
 bool vlm_check_f32(const char *op, const vlm_tensor *t, const char *what);
@@ -75,13 +100,17 @@ uint64_t *vlm_ctx_rng(vlm_ctx *ctx);
 /* Mixed precision (gemm_bf16.c): per-thread growable scratch buffers for
  * transient low-precision copies that must not pile up in the arena. A slot's
  * pointer stays valid until the next call for the same slot in this thread. */
-#define VLM_MP_SCRATCH_SLOTS 3
+#define VLM_MP_SCRATCH_SLOTS 4
 void *vlm_mp_scratch(int slot, size_t bytes);
 /* C = op(A) op(B) + bias (f32 [N] added to every row, NULL = none), bf16
- * operands: vlm_gemm_bf16 with the bias fused into the primitive. */
+ * operands: vlm_gemm_bf16 with the bias fused into the primitive. C is f32,
+ * or bf16 (the f32 result rounded by the primitive) when c_bf16. */
 int vlm_gemm_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                        const uint16_t *A, int64_t lda, const uint16_t *B, int64_t ldb,
-                       const float *bias, float *C, int64_t ldc);
+                       const float *bias, void *C, int64_t ldc, bool c_bf16);
+/* Loads n elements of type dt (F32, BF16 or F16) as f32 (exact); serial and
+ * vectorised, for ops that read low-precision inputs chunk by chunk. */
+void vlm_load_as_f32(float *dst, const void *src, vlm_dtype dt, int64_t n);
 
 /* Parallel-for threshold: loops over fewer elements than this stay serial. */
 #define VLM_PAR_MIN 32768

@@ -283,7 +283,8 @@ vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor
 
 typedef struct {
     const float *dO, *Drow;
-    float *dq, *dk, *dv; /* NULL: that input needs no grad */
+    float *dq, *dk, *dv;       /* NULL: that input needs no grad */
+    bool fq, fk, fv;           /* fresh (unzeroed) buffers: each task zeroes its rows */
 } attn_grads;
 
 /* ws holds 2 * BQ * BK floats: P, then dP (which becomes dS). */
@@ -315,11 +316,23 @@ static void attn_bwd_tile(const attn_geom *a, const attn_grads *gr, int64_t b, i
         vlm_sgemm(true, false, nk, D, nq, a->scale, dS, BK, a->q + qo, ldq, 1, gr->dk + kv, ldk);
 }
 
+/* Zeroes the T rows (b, *, h) of a [B, T, H, D] grad (rows H*D apart). */
+static void zero_rows(float *x, int64_t b, int64_t h, int64_t T, int64_t H, int64_t D) {
+    for (int64_t i = 0; i < T; i++)
+        memset(x + row_at(b, i, h, T, H, D), 0, (size_t)D * sizeof *x);
+}
+
 /* Key blocks outermost, so a dK/dV tile stays in cache while every query
- * block of every head in the group adds to it. */
+ * block of every head in the group adds to it. The task first zeroes the
+ * rows it owns in fresh grad buffers (in parallel, right before use, instead
+ * of a serial memset of the whole buffer). */
 static void attn_bwd_task(const attn_geom *a, int64_t task, float *ws, void *arg) {
     const attn_grads *gr = arg;
     int64_t b = task / a->Hkv, g = task % a->Hkv;
+    if (gr->fk) zero_rows(gr->dk, b, g, a->Tk, a->Hkv, a->D);
+    if (gr->fv) zero_rows(gr->dv, b, g, a->Tk, a->Hkv, a->D);
+    for (int64_t h = g * a->group; gr->fq && h < (g + 1) * a->group; h++)
+        zero_rows(gr->dq, b, h, a->Tq, a->Hq, a->D);
     for (int64_t j0 = 0; j0 < a->Tk; j0 += BK) {
         int64_t nk = a->Tk - j0 < BK ? a->Tk - j0 : BK;
         for (int64_t h = g * a->group; h < (g + 1) * a->group; h++)
@@ -346,7 +359,9 @@ static void attn_drow(const attn_geom *a, const float *dO, const float *O, float
 int vlm_attention_backward(vlm_ctx *ctx, vlm_node *node) {
     vlm_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
     attn_grads gr = {.dO = node->out->grad};
-    gr.dq = vlm_input_grad(ctx, q), gr.dk = vlm_input_grad(ctx, k), gr.dv = vlm_input_grad(ctx, v);
+    gr.dq = vlm_input_grad_raw(ctx, q, &gr.fq);
+    gr.dk = vlm_input_grad_raw(ctx, k, &gr.fk);
+    gr.dv = vlm_input_grad_raw(ctx, v, &gr.fv);
     if ((!gr.dq && q->requires_grad) || (!gr.dk && k->requires_grad) ||
         (!gr.dv && v->requires_grad))
         return -1;
@@ -355,7 +370,14 @@ int vlm_attention_backward(vlm_ctx *ctx, vlm_node *node) {
     a.scale = node->farg[0];
     a.lse = node->saved[0];
     a.key_mask = node->saved[1];
-    if (node->out->numel == 0) return 0;
+    if (node->out->numel == 0) { /* no query: grads are zero (k, v may be non-empty) */
+        vlm_tensor *t[3] = {q, k, v};
+        float *d[3] = {gr.dq, gr.dk, gr.dv};
+        bool f[3] = {gr.fq, gr.fk, gr.fv};
+        for (int i = 0; i < 3; i++)
+            if (f[i]) memset(d[i], 0, (size_t)t[i]->numel * sizeof(float));
+        return 0;
+    }
     float *Drow = malloc((size_t)(a.B * a.Hq * a.Tq) * sizeof *Drow);
     if (!Drow) return vlm_set_error("attention: out of memory for backward row sums");
     attn_drow(&a, gr.dO, vlm_f32(node->out), Drow);
@@ -384,12 +406,13 @@ static void rope_table(float *cs, int64_t T, int64_t D, int64_t pos_offset, floa
     }
 }
 
-/* y = R(sign * angle) x over rows of D; accumulate adds into y instead. */
+/* y = R(sign * angle) x over rows of D; accumulate adds into y instead,
+ * or into 0 when y is a fresh grad buffer (see vlm_input_grad_raw). */
 static void rope_apply(const vlm_tensor *x, const float *src, float *y, const float *cs, float sign,
-                       bool accumulate) {
+                       bool accumulate, bool fresh) {
     int64_t T = x->shape[1], H = x->shape[2], D = x->shape[3], half = D / 2;
     int64_t rows = x->shape[0] * T * H;
-    const float *sn = cs + T * half;
+    const float *sn = cs + T * half, keep = vlm_grad_keep(fresh);
 #pragma omp parallel for if (x->numel >= VLM_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t t = r / H % T;
@@ -398,7 +421,7 @@ static void rope_apply(const vlm_tensor *x, const float *src, float *y, const fl
         for (int64_t j = 0; j < half; j++) {
             float a = x1[j] * c[j] - x2[j] * sign * s[j], b = x2[j] * c[j] + x1[j] * sign * s[j];
             if (accumulate)
-                y1[j] += a, y2[j] += b;
+                y1[j] = VLM_OLD(keep, y1[j]) + a, y2[j] = VLM_OLD(keep, y2[j]) + b;
             else
                 y1[j] = a, y2[j] = b;
         }
@@ -425,15 +448,16 @@ vlm_tensor *vlm_rope(vlm_ctx *ctx, vlm_tensor *x, int64_t pos_offset, float thet
     vlm_tensor *y = cs ? vlm_new_like(ctx, x) : NULL;
     if (!y) return NULL;
     rope_table(cs, T, D, pos_offset, theta);
-    rope_apply(x, vlm_f32(x), vlm_f32(y), cs, 1.0f, false);
+    rope_apply(x, vlm_f32(x), vlm_f32(y), cs, 1.0f, false, false);
     VLM_RECORD(node, ctx, VLM_OP_ROPE, y, &x, 1);
     if (node) node->saved[0] = cs;
     return y;
 }
 
 int vlm_rope_backward(vlm_ctx *ctx, vlm_node *node) {
-    float *dx = vlm_input_grad(ctx, node->in[0]);
+    bool fresh;
+    float *dx = vlm_input_grad_raw(ctx, node->in[0], &fresh);
     if (!dx) return node->in[0]->requires_grad ? -1 : 0;
-    rope_apply(node->in[0], node->out->grad, dx, node->saved[0], -1.0f, true);
+    rope_apply(node->in[0], node->out->grad, dx, node->saved[0], -1.0f, true, fresh);
     return 0;
 }

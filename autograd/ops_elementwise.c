@@ -176,8 +176,9 @@ typedef struct {
     const float *dy, *a, *b, *y;
 } grad_job;
 
-/* Operand with the output's shape: gx[o] += t[o], tile by tile. */
-static void grad_full(const grad_job *j, float *gx) {
+/* Operand with the output's shape: gx[o] += t[o], tile by tile (keep: see
+ * vlm_grad_keep). */
+static void grad_full(const grad_job *j, float *gx, float keep) {
     const bc_plan *p = j->p;
     int64_t n3 = p->n[3], pieces = (n3 + TILE - 1) / TILE, tiles = p->numel / n3 * pieces;
 #pragma omp parallel for if (p->numel >= VLM_PAR_MIN)
@@ -188,7 +189,7 @@ static void grad_full(const grad_job *j, float *gx) {
         plan_row(p, r, &oa, &ob);
         j->fn(j->dy + o, j->a + oa + k0 * p->sa[3], p->sa[3], j->b + ob + k0 * p->sb[3],
               p->sb[3], j->y + o, buf, len);
-        for (int64_t k = 0; k < len; k++) gx[o + k] += buf[k];
+        for (int64_t k = 0; k < len; k++) gx[o + k] = VLM_OLD(keep, gx[o + k]) + buf[k];
     }
 }
 
@@ -247,7 +248,8 @@ static void reduce_task(const grad_job *j, int64_t xr, int64_t cb, int64_t s, in
  * order fixed by the shapes. Tasks are (x-row, column block); when there are
  * few, each is cut into S slices whose partial sums (arena, double) are added
  * up in slice order. */
-static int grad_reduce(vlm_ctx *ctx, const grad_job *j, int64_t xnumel, float *gx) {
+static int grad_reduce(vlm_ctx *ctx, const grad_job *j, int64_t xnumel, float *gx,
+                       float keep) {
     const bc_plan *p = j->p;
     int64_t n3 = p->n[3], xcols = j->sx[3] ? n3 : 1, R = 1;
     for (int d = 0; d < 3; d++) R *= j->sx[d] ? 1 : p->n[d];
@@ -268,19 +270,21 @@ static int grad_reduce(vlm_ctx *ctx, const grad_job *j, int64_t xnumel, float *g
             if (S > 1)
                 part[s * xnumel + e0 + k] = acc[k];
             else
-                gx[e0 + k] += (float)acc[k];
+                gx[e0 + k] = VLM_OLD(keep, gx[e0 + k]) + (float)acc[k];
         }
     }
     for (int64_t e = 0; S > 1 && e < xnumel; e++) {
         double sum = 0;
         for (int64_t s = 0; s < S; s++) sum += part[s * xnumel + e];
-        gx[e] += (float)sum;
+        gx[e] = VLM_OLD(keep, gx[e]) + (float)sum;
     }
     return 0;
 }
 
 /* da += reduce(dy * fa), db += reduce(dy * fb), each over its stretched dims.
- * a and b may be the same tensor (mul(x, x)): both passes add into its grad. */
+ * a and b may be the same tensor (mul(x, x)): its grad is fetched again for
+ * the second pass, which then adds to the first. b goes first: when da is dy
+ * itself (add, sub), a can then take dy's buffer instead of a copy. */
 static int binary_backward(vlm_ctx *ctx, vlm_node *node, const char *name, row_bwd_fn fa,
                            row_bwd_fn fb) {
     vlm_tensor *a = node->in[0], *b = node->in[1];
@@ -289,9 +293,11 @@ static int binary_backward(vlm_ctx *ctx, vlm_node *node, const char *name, row_b
     bc_plan p;
     if (!plan_make(name, a, b, &ndim, shape, &p)) return -1;
     if (p.numel == 0) return 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 1; i >= 0; i--) {
         vlm_tensor *x = node->in[i];
-        float *gx = vlm_input_grad(ctx, x);
+        if (i == 0 && fa == grad_pos && a != b && vlm_grad_steal(ctx, a, node->out)) break;
+        bool fresh;
+        float *gx = vlm_input_grad_raw(ctx, x, &fresh);
         if (!gx) {
             if (x->requires_grad) return -1;
             continue;
@@ -299,8 +305,8 @@ static int binary_backward(vlm_ctx *ctx, vlm_node *node, const char *name, row_b
         grad_job j = {&p, i == 0 ? p.sa : p.sb, i == 0 ? fa : fb, node->out->grad,
                       vlm_f32(a), vlm_f32(b), vlm_f32(node->out)};
         if (x->numel == p.numel)
-            grad_full(&j, gx);
-        else if (grad_reduce(ctx, &j, x->numel, gx) != 0)
+            grad_full(&j, gx, vlm_grad_keep(fresh));
+        else if (grad_reduce(ctx, &j, x->numel, gx, vlm_grad_keep(fresh)) != 0)
             return -1;
     }
     return 0;
@@ -364,11 +370,12 @@ vlm_tensor *vlm_scale(vlm_ctx *ctx, vlm_tensor *a, float s) {
 }
 
 int vlm_scale_backward(vlm_ctx *ctx, vlm_node *node) {
-    float *dx = vlm_input_grad(ctx, node->in[0]);
+    bool fresh;
+    float *dx = vlm_input_grad_raw(ctx, node->in[0], &fresh);
     if (!dx) return node->in[0]->requires_grad ? -1 : 0;
     const float *dy = node->out->grad;
-    float s = node->farg[0];
+    float s = node->farg[0], keep = vlm_grad_keep(fresh);
 #pragma omp parallel for if (node->out->numel >= VLM_PAR_MIN)
-    for (int64_t i = 0; i < node->out->numel; i++) dx[i] += s * dy[i];
+    for (int64_t i = 0; i < node->out->numel; i++) dx[i] = VLM_OLD(keep, dx[i]) + s * dy[i];
     return 0;
 }

@@ -4,9 +4,11 @@
  * Both return a [1] mean. Per-row partial sums go to an array and are added
  * serially in double, so the loss does not depend on the thread count. */
 #include "internal.h"
+#include "vmath.h"
 
 #include <limits.h>
 #include <math.h>
+#include <string.h>
 
 static double sum_serial(const double *v, int64_t n) {
     double s = 0;
@@ -51,14 +53,18 @@ static bool ce_check(const vlm_tensor *logits, const vlm_tensor *labels, int32_t
     return true;
 }
 
-/* Saves (max, log sum exp(x - max)) of row x into ms, returns the row's loss. */
+/* Saves (max, log sum exp(x - max)) of row x into ms, returns the row's loss.
+ * The sums are vectorised (simd lanes of double partial sums): their order is
+ * fixed by the code, not by the thread count. */
 static double ce_row(const float *x, int64_t C, int32_t y, float e, float *ms) {
     float m = -INFINITY;
+#pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < C; j++)
         m = x[j] > m ? x[j] : m;
     double s = 0, below = 0; /* below = sum_j (m - x_j) */
+#pragma omp simd reduction(+ : s, below)
     for (int64_t j = 0; j < C; j++) {
-        s += expf(x[j] - m);
+        s += vm_exp(x[j] - m);
         below += (double)m - x[j];
     }
     ms[0] = m;
@@ -97,22 +103,30 @@ vlm_tensor *vlm_cross_entropy(vlm_ctx *ctx, vlm_tensor *logits, vlm_tensor *labe
 
 int vlm_cross_entropy_backward(vlm_ctx *ctx, vlm_node *node) {
     vlm_tensor *logits = node->in[0], *labels = node->in[1];
-    float *dx = vlm_input_grad(ctx, logits);
+    bool fresh;
+    float *dx = vlm_input_grad_raw(ctx, logits, &fresh);
     if (!dx) return logits->requires_grad ? -1 : 0;
     int64_t N = logits->shape[0], C = logits->shape[1], kept = node->iarg[1];
     int32_t ignore = (int32_t)node->iarg[0];
-    if (kept == 0) return 0;
+    if (kept == 0) {
+        if (fresh) memset(dx, 0, (size_t)logits->numel * sizeof *dx);
+        return 0;
+    }
     float e = node->farg[0], scale = node->out->grad[0] / (float)kept;
     float off = e / (float)C, on = 1.0f - e + off;
-    const float *ms = node->saved[0];
+    const float *ms = node->saved[0], keep = vlm_grad_keep(fresh);
     const int32_t *y = vlm_i32(labels);
 #pragma omp parallel for if (logits->numel >= VLM_PAR_MIN)
     for (int64_t i = 0; i < N; i++) {
-        if (y[i] == ignore) continue;
+        float *d = dx + i * C;
+        if (y[i] == ignore) { /* no contribution: a fresh row still needs its zeros */
+            if (fresh) memset(d, 0, (size_t)C * sizeof *d);
+            continue;
+        }
         const float *x = vlm_f32(logits) + i * C;
-        float *d = dx + i * C, m = ms[2 * i], ls = ms[2 * i + 1];
+        float m = ms[2 * i], ls = ms[2 * i + 1];
         for (int64_t j = 0; j < C; j++)
-            d[j] += scale * (expf((x[j] - m) - ls) - (j == y[i] ? on : off));
+            d[j] = VLM_OLD(keep, d[j]) + scale * (vm_exp((x[j] - m) - ls) - (j == y[i] ? on : off));
     }
     return 0;
 }

@@ -8,14 +8,17 @@
  * Mixed precision (the context's mode at forward time, stored in the node):
  *  - BF16: operands are converted to bf16 once, in the forward; the copies a
  *    backward GEMM needs are kept in the arena (saved[]), the others live in
- *    per-thread scratch. Backward rounds the incoming grad to bf16 (scratch)
- *    and runs bf16 GEMMs with f32 accumulation into the f32 grads.
+ *    per-thread scratch. A linear's weight is the exception: backward
+ *    converts it again from the f32 weight into scratch, so no bf16 copy of
+ *    every weight sits in the arena. Backward rounds the incoming grad to
+ *    bf16 (scratch) and runs bf16 GEMMs with f32 accumulation into the f32
+ *    grads.
  *  - F16: inputs are rounded to f16, the f16 copy is what backward keeps, and
  *    the GEMMs run in f32 on the f16-rounded values (widened into scratch).
  *    Forward and backward see the same rounded operands, so the grads are
  *    the exact grads of the computed (rounded) function.
  * An operand copy is kept only if the other operand's grad needs it: a frozen
- * weight keeps no activation, a data input keeps no weight. */
+ * weight keeps no activation. */
 #include "internal.h"
 
 #include <limits.h>
@@ -288,70 +291,96 @@ static bool linear_x_ok(const vlm_ctx *ctx, const vlm_tensor *x) {
     return false;
 }
 
-vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias) {
+/* Y (f32, rows x out, or bf16 when y_bf16: BF16 mode only) = X W^T + bias in
+ * the context's mode; *lx gets x's low-precision copy when keep_x. */
+static int linear_gemm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias, int64_t rows,
+                       void *Y, bool y_bf16, bool keep_x, uint16_t **lx) {
+    int64_t in = w->shape[1], out = w->shape[0];
+    vlm_precision prec = vlm_ctx_precision(ctx);
+    bool lowp_x = x->dtype != VLM_F32;
+    *lx = NULL;
+    if (prec == VLM_PREC_BF16) { /* the primitive adds the bias */
+        uint16_t *X = lowp_x ? x->data : lowp_copy(ctx, vlm_f32(x), x->numel, prec, keep_x, 0);
+        uint16_t *W = lowp_copy(ctx, vlm_f32(w), w->numel, prec, false, 1);
+        if (!X || !W ||
+            vlm_gemm_bf16_bias(false, true, rows, out, in, X, in, W, in,
+                               bias ? vlm_f32(bias) : NULL, Y, out, y_bf16))
+            return -1;
+        *lx = keep_x ? X : NULL;
+        return 0;
+    }
+    float *Yf = Y;
+    if (bias) {
+#pragma omp parallel for if (rows * out >= VLM_PAR_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(Yf + r * out, bias->data, (size_t)out * sizeof(float));
+    }
+    const float *X = vlm_f32(x);
+    if (prec == VLM_PREC_F16) {
+        /* only the activation is rounded: W is the f32 master and dX uses it as is */
+        X = lowp_x ? widen_f16(x->data, x->numel, 0)
+                   : round_f16(ctx, vlm_f32(x), x->numel, keep_x, 0, lx);
+        if (!X) return -1;
+        if (lowp_x && keep_x) *lx = x->data;
+    }
+    vlm_sgemm(false, true, rows, out, in, 1.0f, X, in, vlm_f32(w), in, bias ? 1.0f : 0.0f, Yf,
+              out);
+    return 0;
+}
+
+/* lowp: y in the context's storage type. BF16 mode has the GEMM write bf16;
+ * F16 mode computes f32 in scratch and rounds it into y. */
+static vlm_tensor *linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias,
+                          bool lowp) {
     VLM_PROPAGATE_NULL(x, w);
     if (!linear_x_ok(ctx, x) || !vlm_check_f32("linear", w, "weight") ||
         (bias && !vlm_check_f32("linear", bias, "bias")) || !linear_shapes(x, w, bias))
         return NULL;
-    int64_t in = w->shape[1], out = w->shape[0], rows = 1;
+    int64_t out = w->shape[0], rows = 1;
     for (int i = 0; i < x->ndim - 1; i++)
         rows *= x->shape[i];
-    if (!blas_fits("linear", rows, out, in)) return NULL;
+    if (!blas_fits("linear", rows, out, w->shape[1])) return NULL;
     int64_t shape[VLM_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
-    vlm_tensor *y = vlm_tensor_new(ctx, VLM_F32, x->ndim, shape);
+    vlm_dtype dt = lowp ? vlm_ctx_lowp_dtype(ctx) : VLM_F32;
+    vlm_tensor *y = vlm_tensor_new(ctx, dt, x->ndim, shape);
     if (!y) return NULL;
-    float *Y = vlm_f32(y);
-    vlm_precision prec = vlm_ctx_precision(ctx);
-    if (bias && prec != VLM_PREC_BF16) { /* BF16: the primitive adds the bias */
-#pragma omp parallel for if (y->numel >= VLM_PAR_MIN)
-        for (int64_t r = 0; r < rows; r++)
-            memcpy(Y + r * out, bias->data, (size_t)out * sizeof(float));
-    }
-    float beta = bias ? 1.0f : 0.0f;
+    bool via_f32 = dt == VLM_F16; /* the GEMMs write f32 or bf16 (slots 0-2: the operands) */
+    void *Y = via_f32 ? vlm_mp_scratch(3, (size_t)y->numel * sizeof(float)) : y->data;
     vlm_tensor *inputs[3] = {x, w, bias};
     int n_in = bias ? 3 : 2;
-    bool rec = vlm_needs_grad(ctx, inputs, n_in);
-    /* dW needs x's copy, dX needs W's */
-    bool keep_x = rec && w->requires_grad, keep_w = rec && x->requires_grad;
-    uint16_t *lx = NULL, *lw = NULL; /* the low-precision copies kept for backward */
-    bool lowp_x = x->dtype != VLM_F32;
-    if (prec == VLM_PREC_BF16) {
-        uint16_t *X = lowp_x ? x->data : lowp_copy(ctx, vlm_f32(x), x->numel, prec, keep_x, 0);
-        uint16_t *W = lowp_copy(ctx, vlm_f32(w), w->numel, prec, keep_w, 1);
-        if (!X || !W ||
-            vlm_gemm_bf16_bias(false, true, rows, out, in, X, in, W, in,
-                               bias ? vlm_f32(bias) : NULL, Y, out))
-            return NULL;
-        lx = keep_x ? X : NULL;
-        lw = keep_w ? W : NULL;
-    } else if (prec == VLM_PREC_F16) {
-        /* only the activation is rounded: W is the f32 master and dX uses it as is */
-        const float *X = lowp_x ? widen_f16(x->data, x->numel, 0)
-                                : round_f16(ctx, vlm_f32(x), x->numel, keep_x, 0, &lx);
-        if (!X) return NULL;
-        if (lowp_x && keep_x) lx = x->data;
-        vlm_sgemm(false, true, rows, out, in, 1.0f, X, in, vlm_f32(w), in, beta, Y, out);
-    } else {
-        vlm_sgemm(false, true, rows, out, in, 1.0f, vlm_f32(x), in, vlm_f32(w), in, beta, Y, out);
-    }
+    /* dW needs x's copy. dX needs W's, which backward makes again from the
+     * f32 weight (the same bf16 values; a pass over W is cheap next to the
+     * GEMMs and keeps a copy of every weight out of the arena). */
+    bool keep_x = vlm_needs_grad(ctx, inputs, n_in) && w->requires_grad;
+    uint16_t *lx;
+    if (!Y || linear_gemm(ctx, x, w, bias, rows, Y, dt == VLM_BF16, keep_x, &lx)) return NULL;
+    if (via_f32) vlm_f32_to_f16_n(y->data, Y, y->numel);
     VLM_RECORD(node, ctx, VLM_OP_LINEAR, y, inputs, n_in);
     if (node) {
         node->iarg[0] = rows;
-        node->iarg[1] = prec;
+        node->iarg[1] = vlm_ctx_precision(ctx);
         node->saved[0] = lx;
-        node->saved[1] = lw;
     }
     return y;
 }
 
-/* db[j] += sum_r dy[r, j]. Threads own blocks of columns: no two write the
- * same element and the order over rows is fixed, so results do not depend on
- * the thread count. */
+vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias) {
+    return linear(ctx, x, w, bias, false);
+}
+
+vlm_tensor *vlm_linear_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias) {
+    return linear(ctx, x, w, bias, true);
+}
+
+/* db[j] (+)= sum_r dy[r, j] (stored when fresh). Threads own blocks of
+ * columns: no two write the same element and the order over rows is fixed,
+ * so results do not depend on the thread count. */
 #define COL_BLOCK 64
-static void col_sums(const float *dy, int64_t rows, int64_t cols, float *db) {
+static void col_sums(const float *dy, int64_t rows, int64_t cols, float *db, bool fresh) {
     int64_t nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
+    float keep = vlm_grad_keep(fresh);
 #pragma omp parallel for if (rows * cols >= VLM_PAR_MIN)
     for (int64_t bk = 0; bk < nblk; bk++) {
         int64_t j0 = bk * COL_BLOCK, nj = cols - j0 < COL_BLOCK ? cols - j0 : COL_BLOCK;
@@ -360,39 +389,84 @@ static void col_sums(const float *dy, int64_t rows, int64_t cols, float *db) {
             for (int64_t j = 0; j < nj; j++)
                 acc[j] += dy[r * cols + j0 + j];
         for (int64_t j = 0; j < nj; j++)
-            db[j0 + j] += (float)acc[j];
+            db[j0 + j] = VLM_OLD(keep, db[j0 + j]) + (float)acc[j];
     }
 }
 
+/* BF16 backward: dY rounded to bf16 (scratch slot 0) and, when db, db (+)=
+ * its column sums, in one pass over dY. Rows go in fixed blocks whose partial
+ * sums (double, scratch slot 2) are added in block order, so the result does
+ * not depend on the thread count. */
+#define CS_ROWS 128
+static uint16_t *grad_bf16_sums(const float *dY, int64_t rows, int64_t cols, float *db,
+                                bool fresh) {
+    uint16_t *d = vlm_mp_scratch(0, (size_t)(rows * cols) * sizeof(uint16_t));
+    int64_t nblk = (rows + CS_ROWS - 1) / CS_ROWS;
+    double *part = db ? vlm_mp_scratch(2, (size_t)(nblk * cols) * sizeof(double)) : NULL;
+    if (!d || (db && !part)) return NULL;
+#pragma omp parallel for if (rows * cols >= VLM_PAR_MIN)
+    for (int64_t bk = 0; bk < nblk; bk++) {
+        int64_t r0 = bk * CS_ROWS, nr = rows - r0 < CS_ROWS ? rows - r0 : CS_ROWS;
+        vlm_store_f32_as(d + r0 * cols, VLM_BF16, dY + r0 * cols, nr * cols);
+        if (!part) continue;
+        double *acc = part + bk * cols;
+        for (int64_t j = 0; j < cols; j++)
+            acc[j] = 0;
+        for (int64_t r = r0; r < r0 + nr; r++)
+            for (int64_t j = 0; j < cols; j++)
+                acc[j] += dY[r * cols + j];
+    }
+    float keep = vlm_grad_keep(fresh);
+    for (int64_t j = 0; db && j < cols; j++) {
+        double s = 0;
+        for (int64_t bk = 0; bk < nblk; bk++)
+            s += part[bk * cols + j];
+        db[j] = VLM_OLD(keep, db[j]) + (float)s;
+    }
+    return d;
+}
+
+/* Each grad is fetched right before its GEMM (raw: a first contribution is
+ * stored with beta 0, no zero fill), so x and w may even be one tensor. */
 int vlm_linear_backward(vlm_ctx *ctx, vlm_node *node) {
     vlm_tensor *x = node->in[0], *w = node->in[1], *bias = node->n_in > 2 ? node->in[2] : NULL;
-    float *dx = vlm_input_grad(ctx, x), *dw = vlm_input_grad(ctx, w);
-    float *db = vlm_input_grad(ctx, bias);
-    if ((x->requires_grad && !dx) || (w->requires_grad && !dw) ||
-        (bias && bias->requires_grad && !db))
-        return -1;
+    bool need_x = x->requires_grad, need_w = w->requires_grad, fresh, fresh_b;
     int64_t rows = node->iarg[0], out = w->shape[0], in = w->shape[1];
     vlm_precision prec = (vlm_precision)node->iarg[1];
     const float *dY = node->out->grad;
-    const uint16_t *lx = node->saved[0], *lw = node->saved[1];
+    const uint16_t *lx = node->saved[0], *lw = NULL;
+    float *dx, *dw, *db = vlm_input_grad_raw(ctx, bias, &fresh_b);
+    if (bias && bias->requires_grad && !db) return -1;
     if (prec == VLM_PREC_BF16) {
-        if ((dw && !lx) || (dx && !lw)) return missing_saved("linear");
-        const uint16_t *dYb = dx || dw ? grad_bf16(dY, rows * out) : NULL;
-        if ((dx || dw) && !dYb) return -1;
-        if (dx && vlm_gemm_bf16(false, false, rows, in, out, dYb, out, lw, in, 1.0f, dx, in))
+        if (need_w && !lx) return missing_saved("linear");
+        /* the bias grad comes with dY's conversion (one pass over dY) */
+        const uint16_t *dYb =
+            need_x || need_w || db ? grad_bf16_sums(dY, rows, out, db, fresh_b) : NULL;
+        if ((need_x || need_w || db) && !dYb) return -1;
+        db = NULL;
+        if (need_x && !(lw = lowp_copy(ctx, vlm_f32(w), w->numel, prec, false, 1))) return -1;
+        if ((dx = vlm_input_grad_raw(ctx, x, &fresh)) &&
+            vlm_gemm_bf16(false, false, rows, in, out, dYb, out, lw, in, !fresh, dx, in))
             return -1;
-        if (dw && vlm_gemm_bf16(true, false, out, in, rows, dYb, out, lx, in, 1.0f, dw, in))
+        if (need_x && !dx) return -1;
+        if ((dw = vlm_input_grad_raw(ctx, w, &fresh)) &&
+            vlm_gemm_bf16(true, false, out, in, rows, dYb, out, lx, in, !fresh, dw, in))
             return -1;
+        if (need_w && !dw) return -1;
     } else {
-        const float *X = vlm_f32(x);
-        if (prec == VLM_PREC_F16 && dw) {
+        const float *X = vlm_f32(x), *W = vlm_f32(w);
+        if (prec == VLM_PREC_F16 && need_w) {
             if (!lx) return missing_saved("linear");
             if (!(X = widen_f16(lx, rows * in, 0))) return -1;
         }
-        if (dx) vlm_sgemm(false, false, rows, in, out, 1.0f, dY, out, vlm_f32(w), in, 1.0f, dx, in);
-        if (dw) vlm_sgemm(true, false, out, in, rows, 1.0f, dY, out, X, in, 1.0f, dw, in);
+        if ((dx = vlm_input_grad_raw(ctx, x, &fresh)))
+            vlm_sgemm(false, false, rows, in, out, 1.0f, dY, out, W, in, !fresh, dx, in);
+        if (need_x && !dx) return -1;
+        if ((dw = vlm_input_grad_raw(ctx, w, &fresh)))
+            vlm_sgemm(true, false, out, in, rows, 1.0f, dY, out, X, in, !fresh, dw, in);
+        if (need_w && !dw) return -1;
     }
-    if (db) col_sums(dY, rows, out, db);
+    if (db) col_sums(dY, rows, out, db, fresh_b);
     return 0;
 }
 

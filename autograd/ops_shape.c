@@ -87,11 +87,13 @@ vlm_tensor *vlm_reshape(vlm_ctx *ctx, vlm_tensor *a, int ndim, const int64_t *sh
 }
 
 int vlm_reshape_backward(vlm_ctx *ctx, vlm_node *node) {
-    float *dx = vlm_input_grad(ctx, node->in[0]);
+    if (vlm_grad_steal(ctx, node->in[0], node->out)) return 0;
+    bool fresh;
+    float *dx = vlm_input_grad_raw(ctx, node->in[0], &fresh);
     if (!dx) return node->in[0]->requires_grad ? -1 : 0;
-    const float *dy = node->out->grad;
+    const float *dy = node->out->grad, keep = vlm_grad_keep(fresh);
 #pragma omp parallel for if (node->out->numel >= VLM_PAR_MIN)
-    for (int64_t i = 0; i < node->out->numel; i++) dx[i] += dy[i];
+    for (int64_t i = 0; i < node->out->numel; i++) dx[i] = VLM_OLD(keep, dx[i]) + dy[i];
     return 0;
 }
 

@@ -63,11 +63,62 @@ void vlm_tape_truncate(vlm_ctx *ctx, size_t mark) {
     if (mark < ctx->tape_len) ctx->tape_len = mark;
 }
 
-/* ---- grads ---------------------------------------------------------------- */
+/* ---- grads ----------------------------------------------------------------
+ * Grad buffers come from the arena with a 64-byte header in front. Once a
+ * node's backward has run, its output's grad is dead (every consumer of the
+ * output was recorded later and ran earlier), so it goes on the context's
+ * free list and the next grad of the same size reuses it: the grads alive at
+ * any time are about one layer's worth, not one per activation, which halves
+ * the peak. vlm_ctx_retain_grads keeps them instead (for inspection). */
+
+#define GRAD_HDR 64
+
+static float *grad_alloc(vlm_ctx *ctx, int64_t numel) {
+    size_t bytes = (size_t)numel * sizeof(float);
+    for (vlm_grad_hdr **pp = &ctx->grad_free; *pp; pp = &(*pp)->next) {
+        if ((*pp)->bytes != bytes) continue;
+        vlm_grad_hdr *h = *pp;
+        *pp = h->next;
+        return (float *)((char *)h + GRAD_HDR);
+    }
+    size_t at = ctx->used;
+    vlm_grad_hdr *h = vlm_arena_alloc(ctx, GRAD_HDR + bytes);
+    if (!h) return NULL;
+    *h = (vlm_grad_hdr){NULL, bytes, at};
+    return (float *)((char *)h + GRAD_HDR);
+}
+
+static void grad_release(vlm_ctx *ctx, vlm_tensor *t) {
+    if (!t->grad) return; /* handed on by vlm_grad_steal */
+    vlm_grad_hdr *h = (vlm_grad_hdr *)((char *)t->grad - GRAD_HDR);
+    h->next = ctx->grad_free;
+    ctx->grad_free = h;
+    t->grad = NULL;
+}
+
+void vlm_grad_free_trim(vlm_ctx *ctx, size_t used) {
+    for (vlm_grad_hdr **pp = &ctx->grad_free; *pp;) {
+        if ((*pp)->at >= used)
+            *pp = (*pp)->next;
+        else
+            pp = &(*pp)->next;
+    }
+}
+
+void vlm_ctx_retain_grads(vlm_ctx *ctx, bool retain) { ctx->retain_grads = retain; }
+
+bool vlm_grad_steal(vlm_ctx *ctx, vlm_tensor *t, vlm_tensor *out) {
+    if (ctx->retain_grads || !t->requires_grad || t->grad || t == out || !out->grad ||
+        t->numel != out->numel)
+        return false;
+    t->grad = out->grad;
+    out->grad = NULL;
+    return true;
+}
 
 float *vlm_grad_of(vlm_ctx *ctx, vlm_tensor *t) {
     if (!t->grad) {
-        t->grad = vlm_arena_alloc(ctx, (size_t)t->numel * sizeof(float));
+        t->grad = grad_alloc(ctx, t->numel);
         if (t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(float));
     }
     return t->grad;
@@ -75,6 +126,18 @@ float *vlm_grad_of(vlm_ctx *ctx, vlm_tensor *t) {
 
 float *vlm_input_grad(vlm_ctx *ctx, vlm_tensor *t) {
     return t && t->requires_grad ? vlm_grad_of(ctx, t) : NULL;
+}
+
+/* Zeroing a grad buffer only for the first contribution to overwrite it costs
+ * a pass over memory per activation (5-10% of a step), so a first writer gets
+ * the buffer as it is and stores instead of accumulating. */
+float *vlm_input_grad_raw(vlm_ctx *ctx, vlm_tensor *t, bool *fresh) {
+    *fresh = false;
+    if (!t || !t->requires_grad) return NULL;
+    if (t->grad) return t->grad;
+    t->grad = grad_alloc(ctx, t->numel);
+    *fresh = t->grad != NULL;
+    return t->grad;
 }
 
 /* ---- the mutation switch (tests only) --------------------------------------- */
@@ -136,11 +199,13 @@ int vlm_backward_from(vlm_ctx *ctx, size_t mark, vlm_tensor *out, const float *g
     int rc = 0;
     for (size_t n = ctx->tape_len; n > mark && rc == 0; n--) {
         vlm_node *node = &ctx->tape[n - 1];
-        if (!node->out->grad) continue;
+        vlm_tensor *y = node->out; /* the node may move: a checkpoint appends */
+        if (!y->grad) continue;
         if (vlm_mutation[node->op] != 0.0f)
             rc = run_mutated(ctx, node, vlm_mutation[node->op]);
         else
             rc = vlm_op_table[node->op].backward(ctx, node);
+        if (rc == 0 && !ctx->retain_grads) grad_release(ctx, y);
     }
     vlm_set_grad_enabled(ctx, prev);
     vlm_tape_truncate(ctx, mark);

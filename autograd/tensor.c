@@ -232,6 +232,7 @@ void vlm_ctx_reset(vlm_ctx *ctx) {
     ctx->cur = ctx->head;
     ctx->used = 0;
     ctx->tape_len = 0;
+    ctx->grad_free = NULL;
 }
 
 bool vlm_set_grad_enabled(vlm_ctx *ctx, bool enabled) {

@@ -7,18 +7,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* ---- paths --------------------------------------------------------------------------- */
 
-static bool is_dir(const char *p) {
-    struct stat s;
-    return !stat(p, &s) && S_ISDIR(s.st_mode);
-}
-static bool is_file(const char *p) {
-    struct stat s;
-    return !stat(p, &s) && S_ISREG(s.st_mode);
-}
 static bool ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && !strcmp(s + n - k, suffix);
@@ -34,7 +25,7 @@ static bool join(char *out, const char *dir, const char *name) {
 static bool find_in(char dirs[][VLM_CFG_STR], int n, const char *const *names, char *out) {
     for (int d = 0; d < n; d++)
         for (int i = 0; names[i]; i++)
-            if (join(out, dirs[d], names[i]) && is_file(out)) return true;
+            if (join(out, dirs[d], names[i]) && vlm_is_file(out)) return true;
     return false;
 }
 
@@ -66,7 +57,7 @@ static int bind_config(const cJSON *root, bundle_cfg *c) {
     int rc = cJSON_GetObjectItemCaseSensitive(root, "model")
                  ? vlm_run_cfg_bind(root, &c->run)
                  : vlm_cfg_bind(root, vlm_model_cfg_fields, &c->run.model, "model");
-    if (rc) return vlm_set_error("%s: %s", c->file, vlm_last_error());
+    if (rc) return vlm_set_error("%s: %s", c->file, vlm_error_copy());
     return 0;
 }
 
@@ -112,9 +103,9 @@ typedef struct {
 static int locate(const char *path, located *l) {
     char *dir = NULL, *ckpt = NULL;
     l->n_dirs = 1;
-    if (is_dir(path)) {
+    if (vlm_is_dir(path)) {
         snprintf(l->dirs[0], VLM_CFG_STR, "%s", path);
-        if (join(l->weights, path, "model.safetensors") && is_file(l->weights)) return 0;
+        if (join(l->weights, path, "model.safetensors") && vlm_is_file(l->weights)) return 0;
         if (!(ckpt = vlm_ckpt_find_latest(path)))
             return vlm_set_error("model '%s': no model.safetensors and no usable checkpoint in "
                                  "this directory", path);
@@ -122,7 +113,7 @@ static int locate(const char *path, located *l) {
         free(ckpt);
         return 0;
     }
-    if (!is_file(path))
+    if (!vlm_is_file(path))
         return vlm_set_error("model '%s': no such file or directory (expected a run directory "
                              "or a .safetensors file)", path);
     if (!(dir = vlm_run_dir_of(path))) return -1;
@@ -166,7 +157,7 @@ static vlm_model *load_model(bundle_cfg *c, const char *weights) {
     if (c->hf && vlm_model_cfg_from_hf_siglip(&c->run.model, c->file, weights)) return NULL;
     vlm_model *m = vlm_model_new(&c->run.model, 0);
     if (!m) {
-        vlm_set_error("%s: %s", c->file, vlm_last_error());
+        vlm_set_error("%s: %s", c->file, vlm_error_copy());
         return NULL;
     }
     if (c->hf ? vlm_load_hf_siglip(m, weights) : load_own(m, weights)) {
@@ -184,7 +175,7 @@ static int find_tokenizer(const vlm_bundle_opts *o, located *l, const bundle_cfg
     const char *t = c->run.data.tokenizer;
     if (o && o->tokenizer)
         snprintf(out, VLM_CFG_STR, "%s", o->tokenizer);
-    else if (strcmp(t, "train") && is_file(t))
+    else if (strcmp(t, "train") && vlm_is_file(t))
         snprintf(out, VLM_CFG_STR, "%s", t);
     else if (!find_in(l->dirs, l->n_dirs, (const char *const[]){"tokenizer.json", "spiece.model", NULL},
                       out))
@@ -203,15 +194,6 @@ static int load_text_encoder(vlm_bundle *b) {
     return 0;
 }
 
-static int32_t bpe_first(const vlm_bpe *bpe, const char *const *names) {
-    for (int i = 0; names[i]; i++) {
-        int32_t id = vlm_bpe_token_id(bpe, names[i]);
-        if (id >= 0) return id;
-    }
-    vlm_clear_error();
-    return -1;
-}
-
 /* The decoder's tokenizer and its BOS / EOS / pad ids. */
 static int load_decoder_tokenizer(vlm_bundle *b, const vlm_bundle_opts *o, located *l) {
     char path[VLM_CFG_STR];
@@ -227,9 +209,7 @@ static int load_decoder_tokenizer(vlm_bundle *b, const vlm_bundle_opts *o, locat
         b->pad_id = vlm_spm_pad_id(b->dec_spm);
     } else {
         if (!(b->dec_bpe = vlm_bpe_load(path))) return -1;
-        b->eos_id = bpe_first(b->dec_bpe, (const char *const[]){"<eos>", "</s>", "<|endoftext|>", NULL});
-        b->bos_id = bpe_first(b->dec_bpe, (const char *const[]){"<bos>", "<s>", NULL});
-        b->pad_id = bpe_first(b->dec_bpe, (const char *const[]){"<pad>", NULL});
+        vlm_decoder_specials(b->dec_bpe, &b->bos_id, &b->eos_id, &b->pad_id);
     }
     if (b->bos_id < 0) b->bos_id = b->eos_id; /* GPT-2 style: one token for both */
     if (b->pad_id < 0) b->pad_id = b->eos_id;
@@ -256,6 +236,7 @@ static int finish(vlm_bundle *b, const bundle_cfg *c) {
                              b->ctx_len, mc->text.ctx_len);
     b->key_mask = d->key_mask;
     snprintf(b->templates, sizeof b->templates, "%s", d->templates);
+    snprintf(b->prompt, sizeof b->prompt, "%s", d->prompt);
     return 0;
 }
 
@@ -306,7 +287,7 @@ int vlm_bundle_load_image(const vlm_bundle *b, const char *path, float *out) {
     if (vlm_image_load(path, NULL, &img)) return -1;
     int rc = vlm_image_to_input(&img, &b->image, NULL, out);
     vlm_image_free(&img);
-    if (rc) return vlm_set_error("%s: %s", path, vlm_last_error());
+    if (rc) return vlm_set_error("%s: %s", path, vlm_error_copy());
     return 0;
 }
 
@@ -323,48 +304,10 @@ int vlm_bundle_tokenize(const vlm_bundle *b, const char *text, int32_t *ids, uin
     return 0;
 }
 
-/* Invalid UTF-8 (an untrained model happily emits half a character) becomes
- * U+FFFD, as HF's decode does (from_utf8_lossy). Returns a new string. */
-static char *utf8_lossy(const char *s) {
-    size_t n = strlen(s), o = 0;
-    char *out = malloc(3 * n + 1); /* each bad byte grows to 3 */
-    if (!out) {
-        vlm_set_error("decode: out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < n;) {
-        uint32_t cp;
-        int len = vlm_utf8_decode((const uint8_t *)s + i, n - i, &cp);
-        if (cp == VLM_UTF8_INVALID) {
-            memcpy(out + o, "\xEF\xBF\xBD", 3), o += 3;
-        } else {
-            memcpy(out + o, s + i, (size_t)len), o += (size_t)len;
-        }
-        i += (size_t)len;
-    }
-    out[o] = 0;
-    return out;
-}
-
-/* Ids the tokenizer cannot show (an untrained model can produce ids past a
- * tokenizer smaller than the decoder's vocab) are left out. */
 char *vlm_bundle_decode(const vlm_bundle *b, const int32_t *ids, int n) {
-    int32_t *keep = malloc((size_t)(n > 0 ? n : 1) * sizeof *keep);
-    if (!keep) {
-        vlm_set_error("decode: out of memory");
+    if (!b->dec_bpe && !b->dec_spm) {
+        vlm_set_error("decode: the model has no decoder tokenizer");
         return NULL;
     }
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        bool known = b->dec_bpe ? vlm_bpe_token(b->dec_bpe, ids[i]) != NULL
-                                : b->dec_spm && ids[i] >= 0 && ids[i] < vlm_spm_size(b->dec_spm);
-        if (known) keep[k++] = ids[i];
-    }
-    char *s = b->dec_bpe ? vlm_bpe_decode(b->dec_bpe, keep, k, true, NULL)
-              : b->dec_spm ? vlm_spm_decode(b->dec_spm, keep, k)
-                           : (vlm_set_error("decode: the model has no decoder tokenizer"), NULL);
-    free(keep);
-    char *clean = s && b->dec_bpe ? utf8_lossy(s) : s; /* sentencepiece already replaces */
-    if (clean != s) free(s);
-    return clean;
+    return vlm_tokens_to_text(b->dec_bpe, b->dec_spm, ids, n);
 }

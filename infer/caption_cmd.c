@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_PROMPT "describe the image"
 #define DEFAULT_MAX_TOKENS 32
 #define DEFAULT_BATCH 8
 
@@ -24,7 +23,8 @@ static void usage(FILE *f) {
             "\n"
             "options:\n" CLI_MODEL_HELP
             "  --decoder-tokenizer FILE  the decoder's tokenizer when it differs\n"
-            "  --prompt TEXT        the text-tower prompt (default \"" DEFAULT_PROMPT "\")\n"
+            "  --prompt TEXT        the text-tower prompt (default: the one the model was\n"
+            "                       trained with, data.prompt, \"describe the image\")\n"
             "  --greedy             most likely token every step (the default)\n"
             "  --temperature T      sample, dividing the logits by T > 0 (default 1)\n"
             "  --top-k K            sample among the K most likely tokens (0 = all)\n"
@@ -121,7 +121,6 @@ static int parse(int argc, char **argv, caption_args *o) {
     cli_args a = {argc, 1, argv, "caption", usage};
     o->g = vlm_gen_opts_default();
     o->g.max_tokens = DEFAULT_MAX_TOKENS;
-    o->prompt = DEFAULT_PROMPT;
     o->bos = o->eos = -2;
     o->m.batch = DEFAULT_BATCH;
     if (!(o->images = calloc((size_t)argc, sizeof *o->images))) return fprintf(stderr, "error: out of memory\n"), 1;
@@ -156,6 +155,7 @@ static int resolve(caption_args *o, const vlm_bundle *b) {
     if (!vlm_bundle_is_captioner(b))
         return vlm_set_error("%s is not a captioner (model.type \"%s\"): use vlm classify or "
                              "vlm retrieve", o->m.model, b->model->cfg.type);
+    if (!o->prompt) o->prompt = b->prompt;
     o->g.bos_id = (int32_t)(o->bos >= 0 ? o->bos : b->bos_id);
     o->g.eos_id = (int32_t)(o->eos >= -1 ? o->eos : b->eos_id);
     o->g.pad_id = b->pad_id >= 0 ? b->pad_id : 0;

@@ -1,5 +1,7 @@
-/* infer.h - inference: zero-shot classification, retrieval, caption
- * generation with a KV cache, embeddings, and the evaluation metrics.
+/* infer.h - inference: model bundles (weights + config + tokenizers), zero-shot
+ * classification, retrieval, captions and embeddings through the command line.
+ * Caption generation and the evaluation metrics live in train/ (train.h),
+ * since training evaluates with them; this header exposes them through it.
  *
  * Everything here runs with grad mode off and resets nothing it did not
  * allocate: functions taking a vlm_ctx rewind its arena to where they found
@@ -10,119 +12,6 @@
 #include <stdio.h> /* train.h declares functions taking FILE * */
 
 #include "train.h"
-
-/* ---- caption metrics (infer/metrics.c) ----------------------------------------------
- * BLEU-1..4 and CIDEr-D computed exactly as pycocoevalcap's BleuScorer
- * (option "closest") and CiderScorer (CIDEr-D, sigma 6), on text split at
- * ASCII whitespace. pycocoevalcap first runs Stanford's PTBTokenizer (Java)
- * and drops punctuation tokens; with corpus.tokenize we apply this
- * approximation of it instead (vlm_caption_tokenize):
- *   1. ASCII letters are lowercased (other bytes are kept as they are);
- *   2. , ; ! ? " ( ) [ ] { } ` become spaces (a comma between two digits stays:
- *      "1,000");
- *   3. the text is split at whitespace; from each word trailing . : ' - are
- *      stripped, then (unless the word is itself a clitic) leading ones;
- *   4. the clitics n't 's 're 've 'll 'd 'm are split off as PTB does
- *      ("can't" -> "ca n't", "dog's" -> "dog 's"); empty words are dropped.
- * Internal . : ' - are kept ("e.g", "3.5", "black-and-white"), as PTB keeps
- * them. Known differences from PTB: abbreviations lose their final period
- * ("mr." -> "mr"), and PTB splits a few more cases ("cannot" -> "can not").
- * The tokenizer is idempotent, so pre-tokenized text passes unchanged. */
-
-/* The tokens of text joined by single spaces (malloc'd; "" when none), or
- * NULL when out of memory. */
-char *vlm_caption_tokenize(const char *text);
-
-typedef struct {
-    int64_t n;                /* images (hypotheses), >= 1 */
-    const char *const *hyps;  /* [n] one hypothesis per image ("" is allowed) */
-    const char *const *refs;  /* every reference, image by image */
-    const int64_t *ref_start; /* [n + 1]: image i's references are
-                                 refs[ref_start[i] .. ref_start[i + 1]), at least one */
-    bool tokenize;            /* apply vlm_caption_tokenize to hyps and refs first */
-} vlm_caption_corpus;
-
-/* Corpus BLEU-n for n = 1..4 in bleu[n - 1] (pycocoevalcap's cumulative
- * scores: clipped n-gram precisions summed over the corpus, geometric mean
- * of p_1..p_n with its 1e-15 / 1e-9 smoothing, brevity penalty from the
- * summed closest reference lengths, ties to the shorter). 0 or -1 with error
- * (a bad corpus names the image). */
-int vlm_bleu(const vlm_caption_corpus *c, double bleu[4]);
-/* CIDEr-D: *score = mean over images; per_image [n] may be NULL. With one
- * image every idf is log(1) = 0 and the score is 0, as in pycocoevalcap. */
-int vlm_cider_d(const vlm_caption_corpus *c, double *score, double *per_image);
-
-/* ---- zero-shot classification and retrieval over embeddings (infer/metrics.c) --------
- * Embeddings are rows of floats, assumed L2-normalised (scores are dot
- * products). Ranks break ties by the lower index, as a stable sort would. */
-
-/* Class vectors: text_emb [classes * templates, dim], class-major (row
- * c * templates + t embeds template t for class c) -> out [classes, dim]:
- * each row L2-normalised, averaged over templates, re-normalised (CLIP). */
-int vlm_class_vectors(const float *text_emb, int classes, int templates, int dim, float *out);
-/* The k best of n scores, best first, into idx[k] (k <= n). */
-int vlm_topk(const float *scores, int n, int k, int *idx);
-/* Top-1 / top-5 accuracy of images [n, dim] against class vectors
- * [classes, dim] for labels[n] in [0, classes). Top-5 counts a hit among the
- * min(5, classes) best. */
-int vlm_zeroshot_accuracy(const float *img, int64_t n, const float *cls, int classes, int dim,
-                          const int32_t *labels, double *top1, double *top5);
-/* Recall@K for K = 1, 5, 10 (VLM_RECALL_KS): t2i[j] = fraction of texts whose
- * image is among the K best images; i2t[j] = fraction of images with at least
- * one of their texts among the K best texts (an image without texts counts as
- * a miss). img [n_img, dim], txt [n_txt, dim], txt_image[n_txt] in [0, n_img). */
-#define VLM_RECALL_KS {1, 5, 10}
-int vlm_retrieval_recall(const float *img, int64_t n_img, const float *txt, int64_t n_txt,
-                         int dim, const int64_t *txt_image, double t2i[3], double i2t[3]);
-
-/* ---- caption generation (infer/generate.c) ---------------------------------------------- */
-
-typedef struct {
-    int max_tokens;      /* >= 1 new tokens per sequence, EOS included */
-    bool sample;         /* false: greedy (argmax, ties to the lowest id) */
-    float temperature;   /* sampling: > 0 (logits are divided by it) */
-    int top_k;           /* sampling: keep the k most likely ids (0 = all); exactly k,
-                            ties at the k-th logit to the lower id (HF keeps them all) */
-    float top_p;         /* sampling: nucleus mass in (0, 1] (1 = off) */
-    uint64_t seed;       /* sequence b draws from its own stream seeded by (seed, b) */
-    int32_t bos_id;      /* fed after the prefix */
-    int32_t eos_id;      /* ends a sequence (-1: none, run to max_tokens) */
-    int32_t pad_id;      /* written (and fed) after a sequence's EOS */
-    bool no_cache;       /* reference path: re-run the whole forward every step */
-} vlm_gen_opts;
-
-/* greedy, 32 tokens, temperature 1, top_k 0, top_p 1, seed 0, ids 0 / -1 / 0. */
-vlm_gen_opts vlm_gen_opts_default(void);
-
-typedef struct {
-    double prefill_s, decode_s; /* wall time of the prefix call and of the steps */
-    int64_t tokens;             /* tokens generated, EOS included, padding not */
-    int steps;                  /* decoder calls after the prefill */
-} vlm_gen_stats;
-
-/* Autoregressive decoding after a prefix of embeddings prefix [B, P, D] (a
- * constant) whose padding keys are 0 in prefix_mask (u8 [B, P], or NULL).
- * The prefix and BOS are run in one decoder call with a prefix-LM mask (the
- * prefix bidirectional, BOS causal), as vlm_captioner_loss trains; then one
- * token per step for the whole batch with a KV cache (o->no_cache: the full
- * forward over everything so far, every step). Sampling order as HF's
- * generate(): temperature, then top-k, then top-p (the smallest set of most
- * likely ids whose mass reaches top_p), then a draw. A sequence that produced
- * EOS is fed pad_id from then on (it attends only to its own keys, so the
- * others are unaffected) and stops counting; decoding ends when every
- * sequence has ended or after max_tokens. Needs P + max_tokens <=
- * model.decoder.max_len. Output: tokens [B, max_tokens] (EOS, then pad_id),
- * lengths [B] = tokens before EOS (may be NULL), stats (may be NULL). */
-int vlm_generate(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *prefix, vlm_tensor *prefix_mask,
-                 const vlm_gen_opts *o, int32_t *tokens, int *lengths, vlm_gen_stats *st);
-
-/* A captioner's captions for B preprocessed images (pixels [B, 3, S, S]) and
- * prompts (ids i32 [B, Tp], mask u8 [B, Tp] or NULL): vlm_captioner_prefix,
- * then vlm_generate. */
-int vlm_caption_generate(vlm_ctx *ctx, const vlm_model *m, const float *pixels, int B,
-                         const int32_t *prompt_ids, const uint8_t *prompt_mask, int Tp,
-                         const vlm_gen_opts *o, int32_t *tokens, int *lengths,
-                         vlm_gen_stats *st);
 
 /* ---- model bundles (infer/bundle.c) --------------------------------------------------
  * What inference needs beside the weights: the config, the tokenizers and
@@ -148,7 +37,7 @@ int vlm_caption_generate(vlm_ctx *ctx, const vlm_model *m, const float *pixels, 
  *    "<|endoftext|>", pad = "<pad>" (else EOS); SentencePiece: its own ids.
  *  - images: vlm_image_opts_default(model.vision.image_size) (bicubic squash)
  *    with data.mean / data.std, no augmentation; text: data.ctx_len ids
- *    (0 = model.text.ctx_len), data.key_mask, data.templates.
+ *    (0 = model.text.ctx_len), data.key_mask, data.templates, data.prompt.
  * Checkpoints hold optimizer tensors ("optim.*"), which are skipped; any
  * other tensor that is not a parameter, or a missing parameter, is an error
  * naming the file. */
@@ -168,6 +57,7 @@ typedef struct {
     int ctx_len;             /* ids per text */
     bool key_mask;           /* mask padding keys in the text tower (data.key_mask) */
     char templates[VLM_CFG_STR]; /* zero-shot templates, "|"-separated ("" = built-in) */
+    char prompt[VLM_CFG_STR];    /* captioners: the prompt trained with (data.prompt) */
     char weights[VLM_CFG_STR], tokenizer[VLM_CFG_STR]; /* paths, for messages */
 } vlm_bundle;
 
@@ -181,7 +71,8 @@ int vlm_bundle_embed_dim(const vlm_bundle *b);
 int vlm_bundle_load_image(const vlm_bundle *b, const char *path, float *out);
 /* text -> ctx_len ids and mask (1 = real token). */
 int vlm_bundle_tokenize(const vlm_bundle *b, const char *text, int32_t *ids, uint8_t *mask);
-/* Decoder ids -> text (special tokens left out); malloc'd, NULL with error. */
+/* Decoder ids -> text (vlm_tokens_to_text: special and unknown ids left out,
+ * invalid UTF-8 as U+FFFD); malloc'd, NULL with error. */
 char *vlm_bundle_decode(const vlm_bundle *b, const int32_t *ids, int n);
 
 /* Embeddings, computed batch rows at a time (batch <= 0: 32):

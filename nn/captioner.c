@@ -58,13 +58,14 @@ vlm_tensor *vlm_fusion_forward(vlm_ctx *ctx, const vlm_fusion_block *f, vlm_tens
                                vlm_tensor *image, vlm_tensor *text_mask, vlm_tensor **pooled) {
     if (pooled) *pooled = NULL;
     if (!text || !image || !fusion_inputs_ok(f, text, image, text_mask)) return NULL;
-    vlm_tensor *q = vlm_layernorm_fwd(ctx, &f->ln_q, text, f->eps);
-    vlm_tensor *kv = vlm_layernorm_fwd(ctx, &f->ln_kv, image, f->eps);
+    /* the norms' outputs feed only linears: low precision (see vlm_ctx_lowp_dtype) */
+    vlm_tensor *q = vlm_layernorm_lowp(ctx, text, f->ln_q.w, f->ln_q.b, f->eps);
+    vlm_tensor *kv = vlm_layernorm_lowp(ctx, image, f->ln_kv.w, f->ln_kv.b, f->eps);
     /* The keys are image tokens, all valid, so the text's padding mask does
      * not enter the attention; padded text rows are dropped by the pooling
      * here and by the decoder's key mask in the captioner. */
     vlm_tensor *t = vlm_add(ctx, text, vlm_mha_fwd(ctx, &f->attn, q, kv, NULL));
-    vlm_tensor *h = vlm_layernorm_fwd(ctx, &f->ln_mlp, t, f->eps);
+    vlm_tensor *h = vlm_layernorm_lowp(ctx, t, f->ln_mlp.w, f->ln_mlp.b, f->eps);
     t = vlm_add(ctx, t, vlm_mlp_fwd(ctx, &f->mlp, h));
     if (!t || !pooled) return t;
     vlm_tensor *m = text_mask ? text_mask : all_valid(ctx, t->shape[0], t->shape[1]);
@@ -335,9 +336,9 @@ static vlm_tensor *decoder_layer(vlm_ctx *ctx, const vlm_decoder *d, int l, vlm_
                                  const vlm_attn_opts *mask, vlm_kv_cache *c, bool training) {
     const vlm_decoder_layer *L = &d->layers[l];
     float eps = d->cfg.rms_eps, p = d->cfg.dropout;
-    vlm_tensor *h = vlm_rmsnorm(ctx, x, L->in_ln.w, eps);
+    vlm_tensor *h = vlm_rmsnorm_lowp(ctx, x, L->in_ln.w, eps); /* feeds q, k, v only */
     x = vlm_residual(ctx, x, decoder_attn(ctx, d, l, h, mask, c), p, training);
-    h = vlm_rmsnorm(ctx, x, L->post_ln.w, eps);
+    h = vlm_rmsnorm_lowp(ctx, x, L->post_ln.w, eps); /* gate, up */
     return vlm_residual(ctx, x, vlm_swiglu_fwd(ctx, &L->mlp, h), p, training);
 }
 
@@ -383,7 +384,7 @@ static vlm_tensor *decoder_trunk(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor 
 }
 
 static vlm_tensor *decoder_head(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *x) {
-    return vlm_linear(ctx, vlm_rmsnorm(ctx, x, d->norm.w, d->cfg.rms_eps), d->lm_head, NULL);
+    return vlm_linear(ctx, vlm_rmsnorm_lowp(ctx, x, d->norm.w, d->cfg.rms_eps), d->lm_head, NULL);
 }
 
 vlm_tensor *vlm_decoder_forward(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *embeds,

@@ -161,13 +161,18 @@ vlm_tensor *vlm_layernorm_fwd(vlm_ctx *ctx, const vlm_norm_p *n, vlm_tensor *x, 
     return vlm_layernorm(ctx, x, n->w, n->b, eps);
 }
 
+/* Inside the MLP every tensor feeds only the activation or fc2 (down): the
+ * _lowp ops keep them in the mixed precision storage type (bf16 in bf16 mode,
+ * as PyTorch's autocast does), so no f32 copy of the hidden layer is kept. */
 vlm_tensor *vlm_mlp_fwd(vlm_ctx *ctx, const vlm_mlp_p *m, vlm_tensor *x) {
-    return vlm_linear_fwd(ctx, &m->fc2, vlm_gelu(ctx, vlm_linear_fwd(ctx, &m->fc1, x)));
+    vlm_tensor *h = vlm_linear_lowp(ctx, x, m->fc1.w, m->fc1.b);
+    return vlm_linear_fwd(ctx, &m->fc2, vlm_gelu_lowp(ctx, h));
 }
 
 vlm_tensor *vlm_swiglu_fwd(vlm_ctx *ctx, const vlm_swiglu_p *m, vlm_tensor *x) {
-    vlm_tensor *g = vlm_silu(ctx, vlm_linear_fwd(ctx, &m->gate, x));
-    return vlm_linear_fwd(ctx, &m->down, vlm_mul(ctx, g, vlm_linear_fwd(ctx, &m->up, x)));
+    vlm_tensor *g = vlm_linear_lowp(ctx, x, m->gate.w, m->gate.b);
+    vlm_tensor *u = vlm_linear_lowp(ctx, x, m->up.w, m->up.b);
+    return vlm_linear_fwd(ctx, &m->down, vlm_silu_mul_lowp(ctx, g, u));
 }
 
 /* [B, T, H*hd] <-> [B, T, H, hd] are free reshapes: attention takes heads in
@@ -209,8 +214,9 @@ vlm_tensor *vlm_encoder_block_fwd(vlm_ctx *ctx, const vlm_encoder_block *b, vlm_
                                   bool training) {
     vlm_mha_opts o = {0};
     if (mask) o.mask = *mask;
-    vlm_tensor *h = vlm_layernorm_fwd(ctx, &b->ln1, x, eps);
+    /* each norm's output feeds only linears (q, k, v; fc1): low precision */
+    vlm_tensor *h = vlm_layernorm_lowp(ctx, x, b->ln1.w, b->ln1.b, eps);
     x = vlm_residual(ctx, x, vlm_mha_fwd(ctx, &b->attn, h, h, &o), dropout, training);
-    h = vlm_layernorm_fwd(ctx, &b->ln2, x, eps);
+    h = vlm_layernorm_lowp(ctx, x, b->ln2.w, b->ln2.b, eps);
     return vlm_residual(ctx, x, vlm_mlp_fwd(ctx, &b->mlp, h), dropout, training);
 }

@@ -89,7 +89,7 @@ static vlm_tensor *map_head(vlm_ctx *ctx, const vlm_vision_tower *t, vlm_tensor 
     vlm_tensor *zeros = vlm_zeros(ctx, VLM_F32, 3, (int64_t[]){B, 1, d});
     vlm_tensor *probe = vlm_add(ctx, zeros, t->probe);
     vlm_tensor *a = vlm_mha_fwd(ctx, &attn, probe, tokens, NULL);
-    vlm_tensor *h = vlm_layernorm_fwd(ctx, &t->head_ln, a, t->cfg.ln_eps);
+    vlm_tensor *h = vlm_layernorm_lowp(ctx, a, t->head_ln.w, t->head_ln.b, t->cfg.ln_eps);
     a = vlm_add(ctx, a, vlm_mlp_fwd(ctx, &t->head_mlp, h));
     return vlm_reshape(ctx, a, 2, (int64_t[]){B, d});
 }

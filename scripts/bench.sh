@@ -5,6 +5,15 @@
 #                         # other jobs take half the cores
 #   BENCH_STEPS=10 BENCH_REPEATS=3 scripts/bench.sh
 #   BENCH_CASES="siglip:f32" BENCH_GEN_BATCHES="" BENCH_CHECKPOINT=0 scripts/bench.sh
+#   scripts/bench.sh --ratios   # vlm only: bf16 vs f32 and checkpointing on vs off
+#
+# --ratios runs `vlm bench model` alone (no PyTorch) on each model of
+# BENCH_RATIO_MODELS in the configurations f32, bf16, f32 + checkpointing and
+# bf16 + checkpointing, back to back in that order, BENCH_REPEATS rounds, and
+# prints per model the median step time, peak RSS and arena peak of each, and
+# the ratios bf16/f32 (time, RSS, arena) and checkpointing on/off, both pooled
+# over every timed step and as the median of the per-round ratios (robust to
+# load that drifts between rounds), with the load average of each run.
 #
 # Builds build-bench/ (Release) if needed, then for each model x precision runs
 # `vlm bench model` and scripts/bench_torch.py alternately (vlm, torch, vlm,
@@ -26,18 +35,27 @@
 #   BENCH_GEN_BATCHES ["1 8"]  BENCH_GEN_TOKENS [32]  BENCH_GEN_STEPS [3] (timed
 #     generations per run, after 1 untimed)
 #   BENCH_CHECKPOINT [1]  (0 skips the checkpointing runs)
+#   BENCH_RATIO_MODELS ["siglip caption"]  (--ratios)
+#   OMP_WAIT_POLICY [unset]  passed to both sides: on a machine shared with other jobs,
+#     `passive` keeps waiting threads from spinning on cores the running ones need
+#     (steps then vary far less); on an idle machine the default spin is a bit faster
 #   BENCH_BATCH [unset: 64 siglip, 32 captioner]  (training batch, for quick checks)
 #   BENCH_BUILD [build-bench]  BENCH_OUT [BENCH_BUILD/bench-DATE]  (logs, JSON)
 #   BENCH_PYTHON [/usr/bin/python3]
 # Each run's output is in BENCH_OUT/NAME.log and its JSON line in NAME.json; the
-# tables go to BENCH_OUT/summary.txt. `scripts/bench.sh --report DIR` reprints them.
+# tables go to BENCH_OUT/summary.txt. `scripts/bench.sh --report DIR` reprints them
+# (either kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPORT_ONLY=""
+RATIOS=""
 if [ "${1:-}" = "--report" ] && [ -n "${2:-}" ]; then
   REPORT_ONLY=$2   # reprint DIR's tables
+elif [ "${1:-}" = "--ratios" ] && [ $# -eq 1 ]; then
+  RATIOS=1
 elif [ $# -gt 0 ]; then
   echo "usage: scripts/bench.sh            (settings: BENCH_* variables, see the top of this file)" >&2
+  echo "       scripts/bench.sh --ratios   (vlm only: bf16/f32 and checkpointing on/off)" >&2
   echo "       scripts/bench.sh --report DIR" >&2
   exit 2
 fi
@@ -51,6 +69,7 @@ GEN_BATCHES=${BENCH_GEN_BATCHES-"1 8"}
 GEN_TOKENS=${BENCH_GEN_TOKENS:-32}
 GEN_STEPS=${BENCH_GEN_STEPS:-3}
 CHECKPOINT=${BENCH_CHECKPOINT:-1}
+RATIO_MODELS=${BENCH_RATIO_MODELS-"siglip caption"}
 BATCH=()
 if [ -n "${BENCH_BATCH:-}" ]; then BATCH=(--batch "$BENCH_BATCH"); fi
 BUILD=${BENCH_BUILD:-build-bench}
@@ -201,7 +220,96 @@ if targets:
         print("%-40s %6.2f  %s" % (name, v, "met" if ok else "NOT met"))
 EOF
 }
-if [ -n "$REPORT_ONLY" ]; then report "$REPORT_ONLY"; exit 0; fi
+report_ratios() { # DIR: the --ratios tables from DIR's JSON files
+  local out=$1 threads core steps warmup repeats
+  read -r threads core steps warmup repeats <"$out/params"
+  "$PY" - "$out" "$threads" "$core" "$steps" "$warmup" "$repeats" <<'EOF'
+import glob, json, os, statistics as st, sys
+
+out, threads, core, steps, warmup, repeats = sys.argv[1:7]
+CONFIGS = [("f32", "f32"), ("bf16", "bf16"), ("f32+ck", "f32, checkpointing"),
+           ("bf16+ck", "bf16, checkpointing")]
+
+
+def runs(model, cfg):
+    """{round: json} of one configuration."""
+    got = {}
+    for p in glob.glob(os.path.join(out, "ratio-%s-%s-*.json" % (model, cfg))):
+        with open(p) as f:
+            got[int(p.rsplit("-", 1)[1][:-5])] = json.load(f)
+    return got
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+la0 = open(os.path.join(out, "load_start")).read().split()
+la1 = open(os.path.join(out, "load_end")).read().split()
+print("vlm only: bf16 vs f32, gradient checkpointing on vs off; %s threads, OPENBLAS_CORETYPE %s; "
+      "%s timed steps after %s warm-up per run, %s rounds of back-to-back runs" % (
+          threads, core, steps, warmup, repeats))
+wp = os.path.join(out, "wait_policy")
+print("load average (1/5/15 min): %s at start, %s at the end; cpu/wall below ~0.9: other processes "
+      "took our cores (the runs of one round see about the same load); OMP_WAIT_POLICY %s" % (
+          " ".join(la0), " ".join(la1), open(wp).read().strip() if os.path.exists(wp) else "?"))
+print()
+for model in ("siglip", "caption"):
+    data = {c: runs(model, c) for c, _ in CONFIGS}
+    if not any(data.values()):
+        continue
+    some = next(r for d in data.values() for r in d.values())
+    print("== %s (%s): batch %d, %.1f GFLOP/step ==" % (model, some["config"], some["batch"],
+                                                       some["gflop_per_step"]))
+    print("%-20s %8s %8s %8s %9s %8s %6s  %s" % ("", "s/step", "min", "RSS MiB", "arena MiB",
+                                              "cpu/wall", "load1", "checkpointing"))
+    summ = {}
+    for c, label in CONFIGS:
+        d = data[c]
+        if not d:
+            continue
+        steps_ = [s for r in d.values() for s in r["step_s"]]
+        summ[c] = {"step": st.median(steps_), "rss": max(r["peak_rss_mib"] for r in d.values()),
+                   "arena": max(r["arena_peak_mib"] for r in d.values()),
+                   "round": {k: st.median(r["step_s"]) for k, r in d.items()}}
+        loads = [float(r["loadavg"].split()[0]) for r in d.values() if r.get("loadavg")]
+        print("%-20s %8.3f %8.3f %8.0f %9.0f %8.2f %6s  %s" % (
+            label, summ[c]["step"], min(steps_), summ[c]["rss"], summ[c]["arena"],
+            st.median(r["cpu_util"] for r in d.values()),
+            fmt(st.median(loads) if loads else None, ".2f"),
+            next(iter(d.values())).get("checkpoint_effect", "off")))
+
+    def show(name, a, b):
+        if a not in summ or b not in summ:
+            return
+        A, B = summ[a], summ[b]
+        paired = [A["round"][k] / B["round"][k] for k in A["round"] if k in B["round"]]
+        print("%-30s %7s %9s %7s %7s" % (
+            name, fmt(ratio(A["step"], B["step"]), ".3f"),
+            fmt(st.median(paired) if paired else None, ".3f"), fmt(ratio(A["rss"], B["rss"]), ".3f"),
+            fmt(ratio(A["arena"], B["arena"]), ".3f")))
+    print()
+    print("%-30s %7s %9s %7s %7s" % ("ratio", "time", "time/rnd", "RSS", "arena"))
+    show("bf16 / f32", "bf16", "f32")
+    show("f32: checkpointing on / off", "f32+ck", "f32")
+    show("bf16: checkpointing on / off", "bf16+ck", "bf16")
+    if "f32" in summ and "bf16" in summ:
+        rnd = [summ["f32"]["round"][k] / summ["bf16"]["round"][k]
+               for k in summ["f32"]["round"] if k in summ["bf16"]["round"]]
+        print("bf16 speedup over f32: %.2fx (median step times), %.2fx (median of the per-round "
+              "ratios)" % (summ["f32"]["step"] / summ["bf16"]["step"], st.median(rnd)))
+    print("(time/rnd: median over rounds of the ratio of the two runs' median step times)")
+    print()
+EOF
+}
+if [ -n "$REPORT_ONLY" ]; then
+  if [ -f "$REPORT_ONLY/ratios" ]; then report_ratios "$REPORT_ONLY"; else report "$REPORT_ONLY"; fi
+  exit 0
+fi
 
 # ---- build (incremental; a broken tree with a binary already there only warns) ----
 if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
@@ -213,7 +321,9 @@ if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null &&
     exit 1
   fi
 fi
-"$PY" -c "import torch" 2>/dev/null || { echo "bench: error: $PY has no torch (apt-get install python3-torch)" >&2; exit 1; }
+if [ -z "$RATIOS" ]; then
+  "$PY" -c "import torch" 2>/dev/null || { echo "bench: error: $PY has no torch (apt-get install python3-torch)" >&2; exit 1; }
+fi
 mkdir -p "$OUT"
 
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
@@ -239,7 +349,28 @@ run() {
 echo "bench: threads $THREADS, OPENBLAS_CORETYPE ${BENCH_CORETYPE:-(default)}, $STEPS steps after $WARMUP warm-up x $REPEATS runs each; logs in $OUT"
 cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_start"
 echo "$THREADS ${BENCH_CORETYPE:-default} $STEPS $WARMUP $REPEATS" >"$OUT/params"
+echo "${OMP_WAIT_POLICY:-default}" >"$OUT/wait_policy"
 START=$SECONDS
+
+if [ -n "$RATIOS" ]; then
+  touch "$OUT/ratios"
+  for r in $(seq 1 "$REPEATS"); do
+    for model in $RATIO_MODELS; do
+      cfg=$(config_of "$model")
+      for c in f32 bf16 f32+ck bf16+ck; do
+        ck=(); if [ "${c#*+}" = ck ]; then ck=(--checkpoint); fi
+        run "ratio-$model-$c-$r" "$BUILD/vlm" bench model --config "$cfg" --precision "${c%+ck}" \
+          "${ck[@]}" --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" --peak-size 64 \
+          "${BATCH[@]}"
+      done
+    done
+  done
+  cut -d' ' -f1-3 /proc/loadavg >"$OUT/load_end"
+  echo "bench: done in $((SECONDS - START)) s"
+  echo
+  report_ratios "$OUT" | tee "$OUT/summary.txt"
+  exit 0
+fi
 
 for c in $CASES; do
   model=${c%%:*}; prec=${c##*:}; cfg=$(config_of "$model")

@@ -172,6 +172,17 @@ static double now_s(clockid_t id) {
 static double wall_s(void) { return now_s(CLOCK_MONOTONIC); }
 static double cpu_s(void) { return now_s(CLOCK_PROCESS_CPUTIME_ID); }
 
+/* The 1, 5 and 15 minute load averages ("" where /proc is missing): the
+ * benchmark shares its machine, and a ratio means little without them. */
+static void loadavg(char *buf, size_t cap) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    float a[3];
+    buf[0] = 0;
+    if (f && fscanf(f, "%f %f %f", &a[0], &a[1], &a[2]) == 3)
+        snprintf(buf, cap, "%.2f %.2f %.2f", a[0], a[1], a[2]);
+    if (f) fclose(f);
+}
+
 /* Peak resident set size so far, MiB (Linux reports KiB). */
 static double peak_rss_mib(void) {
     struct rusage ru;
@@ -506,6 +517,16 @@ static void json_print(cJSON *o) {
 
 /* ---- vlm bench model ---------------------------------------------------------------- */
 
+/* FNV-1a over the parameter bytes after the run: equal hashes mean bitwise
+ * equal weights, so two builds can be checked for identical training. */
+static uint64_t params_hash(vlm_params *p) {
+    const unsigned char *b = (const unsigned char *)vlm_params_values(p);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < (size_t)vlm_params_numel(p) * sizeof(float); i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
 typedef struct {
     double *step_s, *cpu_s;
     double first_loss, last_loss;
@@ -629,6 +650,9 @@ static int run_model(const bm_args *a) {
     printf("MFU: %.1f%% of the %s peak\n", 100.0 * gflops / peak, bf16 ? "bf16" : "f32");
     printf("memory: peak RSS %.1f MiB (%.1f MiB at start), arena peak %.1f MiB\n", rss_peak,
            rss_start, arena_peak);
+    char load[64];
+    loadavg(load, sizeof load);
+    printf("load average: %s\n", load);
 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "bench", "model");
@@ -660,6 +684,10 @@ static int run_model(const bm_args *a) {
     json_num(o, "arena_peak_mib", arena_peak);
     json_num(o, "first_loss", tm.first_loss);
     json_num(o, "last_loss", tm.last_loss);
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)params_hash(m->params));
+    cJSON_AddStringToObject(o, "params_hash", hash);
+    cJSON_AddStringToObject(o, "loadavg", load);
     cJSON_AddStringToObject(o, "blas", core);
     json_print(o);
     rc = 0;

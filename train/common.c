@@ -1,6 +1,6 @@
-/* common.c - pieces shared by `vlm pretrain` and `vlm eval`: the dataset
- * cache for Fashion-MNIST, the run's tokenizer, the SigLIP micro-batch loss
- * and small filesystem helpers. */
+/* common.c - pieces shared by the training commands and `vlm eval`: the
+ * dataset cache for Fashion-MNIST, the run's tokenizers, the SigLIP
+ * micro-batch loss and small filesystem helpers. */
 #include "train.h"
 
 #include <errno.h>
@@ -9,6 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+const char *vlm_error_copy(void) {
+    static _Thread_local char copy[1024];
+    snprintf(copy, sizeof copy, "%s", vlm_last_error());
+    return copy;
+}
 
 int vlm_mkdirs(const char *path) {
     char buf[4096];
@@ -74,35 +80,163 @@ char *vlm_resolve_dataset(const char *spec) {
     return path;
 }
 
-/* ---- the run's tokenizer ----------------------------------------------------------------- */
+/* ---- the run's tokenizers ---------------------------------------------------------------- */
+
+int vlm_copy_file(const char *src, const char *dst) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    FILE *in = fopen(src, "rb"), *out = in ? fopen(tmp, "wb") : NULL;
+    if (!in || !out) {
+        if (in) fclose(in);
+        return vlm_set_error("cannot copy %s to %s (%s)", src, dst, strerror(errno));
+    }
+    char buf[65536];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, n, out) == n;
+    ok = ok && !ferror(in);
+    fclose(in);
+    if (fclose(out) || !ok || rename(tmp, dst)) {
+        unlink(tmp);
+        return vlm_set_error("cannot copy %s to %s", src, dst);
+    }
+    return 0;
+}
+
+bool vlm_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool vlm_is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* "auto": a tokenizer beside init.towers, copied into the run directory under
+ * its own name (tokenizer.json or spiece.model), so that the run stands on
+ * its own. 1 when one was copied into out, 0 when there is none. */
+static int copy_towers_tokenizer(const vlm_run_cfg *cfg, const char *run_dir, char *out,
+                                 size_t cap) {
+    static const char *const names[] = {"tokenizer.json", "spiece.model", NULL};
+    char src[4200];
+    if (!cfg->init.towers[0] || strcmp(cfg->data.tokenizer, "auto")) return 0;
+    int found = vlm_init_find_file(cfg->init.towers, names, src, sizeof src);
+    if (found <= 0) return found;
+    size_t n = strlen(src);
+    bool spm = n >= 12 && !strcmp(src + n - 12, "spiece.model");
+    snprintf(out, cap, "%s/%s", run_dir, spm ? "spiece.model" : "tokenizer.json");
+    if (vlm_copy_file(src, out)) return -1;
+    fprintf(stderr, "text tokenizer: %s (from init.towers), copied to %s\n", src, out);
+    return 1;
+}
+
+/* data.tokenizer "train" / "auto": the run directory's own tokenizer. */
+static vlm_text_encoder *run_dir_text_encoder(const vlm_run_cfg *cfg, const char *run_dir,
+                                              vlm_dataset *ds) {
+    const vlm_data_cfg *d = &cfg->data;
+    int pad = cfg->model.text.pad_id;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", run_dir);
+    if (vlm_is_file(path)) return vlm_text_encoder_load(path, pad);
+    snprintf(path, sizeof path, "%s/spiece.model", run_dir);
+    if (vlm_is_file(path)) return vlm_text_encoder_load(path, pad);
+    int copied = ds ? copy_towers_tokenizer(cfg, run_dir, path, sizeof path) : 0;
+    if (copied < 0) return NULL;
+    if (copied) return vlm_text_encoder_load(path, pad);
+    snprintf(path, sizeof path, "%s/tokenizer.json", run_dir);
+    if (!ds) {
+        vlm_set_error("%s: missing (data.tokenizer is \"%s\": the run trains it)", path,
+                      d->tokenizer);
+        return NULL;
+    }
+    int vocab = d->vocab_size ? d->vocab_size : cfg->model.text.vocab;
+    vlm_text_encoder *e = vlm_text_encoder_train(ds, vocab, pad, path);
+    if (e)
+        fprintf(stderr, "trained a %d-id BPE tokenizer on the captions: %s\n",
+                vlm_text_encoder_vocab(e), path);
+    return e;
+}
+
+static bool run_owned(const char *spec) { return !strcmp(spec, "train") || !strcmp(spec, "auto"); }
+
+/* A training run keeps a copy of a tokenizer given by path, so that the run
+ * directory stands on its own (vlm caption, init.towers of a later run). */
+static int keep_copy(const char *spec, const char *run_dir) {
+    size_t n = strlen(spec);
+    bool spm = n >= 6 && !strcmp(spec + n - 6, ".model");
+    char dst[4200];
+    snprintf(dst, sizeof dst, "%s/%s", run_dir, spm ? "spiece.model" : "tokenizer.json");
+    return strcmp(spec, dst) ? vlm_copy_file(spec, dst) : 0;
+}
 
 vlm_text_encoder *vlm_run_text_encoder(const vlm_run_cfg *cfg, const char *run_dir,
                                        vlm_dataset *ds) {
     const vlm_data_cfg *d = &cfg->data;
-    int pad = cfg->model.text.pad_id;
-    vlm_text_encoder *e;
-    if (strcmp(d->tokenizer, "train") != 0) {
-        e = vlm_text_encoder_load(d->tokenizer, pad);
-    } else {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/tokenizer.json", run_dir);
-        struct stat st;
-        if (stat(path, &st) == 0) {
-            e = vlm_text_encoder_load(path, pad);
-        } else if (!ds) {
-            vlm_set_error("%s: missing (data.tokenizer is \"train\": the run trains it)", path);
-            return NULL;
-        } else {
-            int vocab = d->vocab_size ? d->vocab_size : cfg->model.text.vocab;
-            e = vlm_text_encoder_train(ds, vocab, pad, path);
-            if (e)
-                fprintf(stderr, "trained a %d-id BPE tokenizer on the captions: %s\n",
-                        vlm_text_encoder_vocab(e), path);
-        }
+    vlm_text_encoder *e = run_owned(d->tokenizer)
+                              ? run_dir_text_encoder(cfg, run_dir, ds)
+                              : vlm_text_encoder_load(d->tokenizer, cfg->model.text.pad_id);
+    if (e && ds && !run_owned(d->tokenizer) && keep_copy(d->tokenizer, run_dir)) {
+        vlm_text_encoder_free(e);
+        return NULL;
     }
     if (e && vlm_text_encoder_vocab(e) > cfg->model.text.vocab) {
         vlm_set_error("the tokenizer has %d ids but model.text.vocab is %d",
                       vlm_text_encoder_vocab(e), cfg->model.text.vocab);
+        vlm_text_encoder_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* data.decoder_tokenizer "train" / "auto" (path: run_dir/decoder_tokenizer.json). */
+static vlm_text_encoder *run_dir_decoder_tokenizer(const vlm_run_cfg *cfg, const char *path,
+                                                   vlm_dataset *ds) {
+    const char *spec = cfg->data.decoder_tokenizer;
+    if (vlm_is_file(path)) return vlm_decoder_tokenizer_load(path);
+    char src[4200];
+    int found = !strcmp(spec, "auto") && cfg->init.decoder[0] && ds
+                    ? vlm_init_find_file(cfg->init.decoder,
+                                         (const char *const[]){"tokenizer.json", NULL}, src,
+                                         sizeof src)
+                    : 0;
+    if (found < 0 || (found && vlm_copy_file(src, path))) return NULL;
+    if (found) {
+        fprintf(stderr, "decoder tokenizer: %s (from init.decoder), copied to %s\n", src, path);
+        return vlm_decoder_tokenizer_load(path);
+    }
+    if (!ds) {
+        vlm_set_error("%s: missing (data.decoder_tokenizer is \"%s\": the run writes it)", path,
+                      spec);
+        return NULL;
+    }
+    vlm_text_encoder *e = vlm_decoder_tokenizer_train(ds, cfg->model.decoder.vocab, path);
+    if (e)
+        fprintf(stderr, "trained a %d-id BPE decoder tokenizer on the captions: %s\n",
+                vlm_text_encoder_vocab(e), path);
+    return e;
+}
+
+vlm_text_encoder *vlm_run_decoder_tokenizer(const vlm_run_cfg *cfg, const char *run_dir,
+                                            vlm_dataset *ds) {
+    const char *spec = cfg->data.decoder_tokenizer;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/decoder_tokenizer.json", run_dir);
+    vlm_text_encoder *e;
+    if (run_owned(spec) || (!ds && vlm_is_file(path))) {
+        /* evaluating a run: its own copy, whatever the file it came from */
+        e = run_dir_decoder_tokenizer(cfg, path, ds);
+    } else {
+        e = vlm_decoder_tokenizer_load(spec);
+        /* a training run keeps a copy where `vlm caption` looks for it */
+        if (e && ds && strcmp(spec, path) && vlm_copy_file(spec, path)) {
+            vlm_text_encoder_free(e);
+            return NULL;
+        }
+    }
+    if (e && vlm_text_encoder_vocab(e) > cfg->model.decoder.vocab) {
+        vlm_set_error("the decoder tokenizer has %d ids but model.decoder.vocab is %d",
+                      vlm_text_encoder_vocab(e), cfg->model.decoder.vocab);
         vlm_text_encoder_free(e);
         return NULL;
     }

@@ -1,6 +1,8 @@
-/* eval_cmd.c - `vlm eval`: zero-shot classification and retrieval metrics of
- * a trained model (a run directory, its model.safetensors or a checkpoint)
- * on a dataset, the same numbers `vlm pretrain` logs. */
+/* eval_cmd.c - `vlm eval`: the metrics that training logs, for a saved model
+ * (a run directory, its model.safetensors or a checkpoint) on a dataset:
+ * zero-shot classification and retrieval for a contrastive model (as `vlm
+ * pretrain`), BLEU and CIDEr-D of greedy captions for a captioner (as `vlm
+ * finetune`). */
 #include "train.h"
 
 #include <errno.h>
@@ -15,7 +17,10 @@ static void usage(FILE *f) {
             "\n"
             "Evaluates a contrastive model: zero-shot top-1/top-5 (datasets with labels and\n"
             "class names; class vector = mean of the normalised prompt embeddings over the\n"
-            "templates) and retrieval R@1/5/10 in both directions.\n"
+            "templates) and retrieval R@1/5/10 in both directions. A captioner (a vlm\n"
+            "finetune run): greedy captions (data.prompt, at most data.caption_len ids)\n"
+            "scored with BLEU-1..4 and CIDEr-D against every reference of each image, and\n"
+            "data.eval_samples samples next to their references.\n"
             "\n"
             "options:\n"
             "  --model PATH        a run directory (its model.safetensors, else its newest\n"
@@ -32,8 +37,9 @@ static void usage(FILE *f) {
             "  --threads N         compute threads (default: the run's train.threads)\n"
             "  --json              print the metrics as one JSON object\n"
             "\n"
-            "example:\n"
-            "  vlm eval --model runs/fmnist --dataset fashion-mnist:test\n");
+            "examples:\n"
+            "  vlm eval --model runs/fmnist --dataset fashion-mnist:test\n"
+            "  vlm eval --model runs/caption-shapes --dataset data_cache/shapes-val.h5 --json\n");
 }
 
 typedef struct {
@@ -117,11 +123,18 @@ typedef struct {
     vlm_model *model;
     vlm_text_encoder *enc;
     vlm_evaluator *ev;
+    /* captioners */
+    vlm_text_encoder *dec;
+    vlm_caption_io io;
+    vlm_caption_evaluator *cev;
     vlm_ctx *ctx;
 } eval_state;
 
 static void state_free(eval_state *s) {
     vlm_evaluator_free(s->ev);
+    vlm_caption_evaluator_free(s->cev);
+    vlm_caption_io_free(&s->io);
+    vlm_text_encoder_free(s->dec);
     vlm_text_encoder_free(s->enc);
     vlm_model_free(s->model);
     vlm_ctx_free(s->ctx);
@@ -182,6 +195,20 @@ static int resolve(const eval_args *a, eval_state *s) {
     return rc ? -1 : vlm_run_cfg_validate(&s->cfg);
 }
 
+static bool is_captioner(const eval_state *s) { return !strcmp(s->cfg.model.type, "captioner"); }
+
+/* The evaluator of the model's kind over dataset path. */
+static int make_evaluator(eval_state *s, const char *path) {
+    vlm_eval_opts eo = vlm_run_eval_opts(&s->cfg);
+    if (!is_captioner(s)) return (s->ev = vlm_evaluator_new(path, s->enc, &eo)) ? 0 : -1;
+    const vlm_data_cfg *d = &s->cfg.data;
+    if (!(s->dec = vlm_run_decoder_tokenizer(&s->cfg, s->run_dir, NULL)) ||
+        vlm_caption_io_init(&s->io, s->enc, s->dec, d->prompt, d->ctx_len))
+        return -1;
+    s->cev = vlm_caption_evaluator_new(path, &s->io, &eo, d->caption_len, d->eval_samples);
+    return s->cev ? 0 : -1;
+}
+
 static int load(const eval_args *a, eval_state *s) {
     if (!(s->model = vlm_model_new(&s->cfg.model, 0))) return -1;
     vlm_st_load_opts o = {.allow_unexpected = true}; /* a checkpoint's optim.* tensors */
@@ -191,14 +218,37 @@ static int load(const eval_args *a, eval_state *s) {
     if (!*spec) return vlm_set_error("no dataset: pass --dataset (the run has no data.val)");
     char *path = vlm_resolve_dataset(spec);
     if (!path) return -1;
-    vlm_eval_opts eo = vlm_run_eval_opts(&s->cfg);
-    s->ev = vlm_evaluator_new(path, s->enc, &eo);
+    int rc = make_evaluator(s, path);
     free(path);
-    if (!s->ev || !(s->ctx = vlm_ctx_new(0))) return -1;
+    if (rc || !(s->ctx = vlm_ctx_new(0))) return -1;
     const char *p = s->cfg.train.precision;
     return vlm_ctx_set_precision(s->ctx, !strcmp(p, "bf16")   ? VLM_PREC_BF16
                                          : !strcmp(p, "fp16") ? VLM_PREC_F16
                                                               : VLM_PREC_F32);
+}
+
+static void print_json(cJSON *j) {
+    char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
+    printf("%s\n", txt ? txt : "{}");
+    free(txt);
+    cJSON_Delete(j);
+}
+
+/* Evaluates and prints: one JSON object, or the lines training prints. */
+static int evaluate(const eval_args *a, eval_state *s) {
+    if (is_captioner(s)) {
+        vlm_caption_metrics m;
+        if (vlm_caption_evaluate(s->cev, s->ctx, s->model, a->max_images, &m)) return -1;
+        if (a->json) print_json(vlm_caption_metrics_json(&m));
+        else printf("evaluation of %s:\n", s->weights), vlm_caption_metrics_print(stdout, &m);
+        vlm_caption_metrics_free(&m);
+        return 0;
+    }
+    vlm_eval_metrics m;
+    if (vlm_evaluate(s->ev, s->ctx, s->model, a->max_images, &m)) return -1;
+    if (a->json) print_json(vlm_eval_metrics_json(&m));
+    else printf("evaluation of %s:\n", s->weights), vlm_eval_metrics_print(stdout, &m);
+    return 0;
 }
 
 int vlm_cmd_eval(int argc, char **argv) {
@@ -211,20 +261,10 @@ int vlm_cmd_eval(int argc, char **argv) {
     }
     eval_state s;
     memset(&s, 0, sizeof s);
-    vlm_eval_metrics m;
     if (resolve(&a, &s) || (vlm_set_num_threads(s.cfg.train.threads), load(&a, &s)) ||
-        vlm_evaluate(s.ev, s.ctx, s.model, a.max_images, &m)) {
+        evaluate(&a, &s)) {
         fprintf(stderr, "error: %s (eval)\n", vlm_last_error());
         st = 1;
-    } else if (a.json) {
-        cJSON *j = vlm_eval_metrics_json(&m);
-        char *txt = j ? cJSON_PrintUnformatted(j) : NULL;
-        printf("%s\n", txt ? txt : "{}");
-        free(txt);
-        cJSON_Delete(j);
-    } else {
-        printf("evaluation of %s:\n", s.weights);
-        vlm_eval_metrics_print(stdout, &m);
     }
     state_free(&s);
     free(a.sets);

@@ -6,20 +6,20 @@
  *  - retrieval R@1/5/10: text -> image counts a caption when its image is
  *    among the K best-scoring images; image -> text counts an image when any
  *    of its captions is among the K best-scoring captions (an image without
- *    captions is a miss). Ties rank the lower index first, as a stable sort
- *    (and infer/metrics.c) does, so duplicate captions are not all "first".
- * Captions are embedded once per distinct text (Fashion-MNIST's 20,000 test
- * captions are 80 texts), images in batches through a sequential loader. */
+ *    captions is a miss).
+ * The metrics themselves are metrics.c's (ties rank the lower index first, as
+ * a stable sort does, so duplicate captions are not all "first"); this file
+ * computes the embeddings. Captions are embedded once per distinct text
+ * (Fashion-MNIST's 20,000 test captions are 80 texts), images in batches
+ * through a sequential loader. */
 #include "train.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define MAX_TEMPLATES 64
-#define SCORE_ROWS 256 /* rows of the score matrix computed at once */
 
 struct vlm_evaluator {
     vlm_dataset *ds;
@@ -194,149 +194,51 @@ static int embed_images(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, int6
 
 /* ---- zero-shot classification ------------------------------------------------------------- */
 
-/* Class vectors [K, D]: per class the template embeddings (each unit length)
- * averaged and re-normalised. */
-static int class_vectors(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, int K, float *cls) {
-    int T = e->n_templates, D = m->cfg.vision.width, rc = 0;
+/* Class vectors from every class under every template (vlm_class_vectors),
+ * then top-1 / top-5 of the images against them (vlm_zeroshot_accuracy). */
+static int zeroshot(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, const float *img,
+                    const int32_t *labels, int64_t n, vlm_eval_metrics *r) {
+    int K = vlm_dataset_num_classes(e->ds), T = e->n_templates, D = m->cfg.vision.width;
+    r->zeroshot = vlm_dataset_has_labels(e->ds) && K > 0 && n > 0;
+    if (!r->zeroshot) return 0;
+    r->classes = K;
+    r->templates = T;
     char **prompts = calloc((size_t)K * T, sizeof *prompts);
-    float *emb = malloc((size_t)K * T * D * sizeof *emb);
-    if (!prompts || !emb) rc = vlm_set_error("eval: out of memory");
+    float *emb = malloc((size_t)K * T * D * sizeof *emb), *cls = malloc((size_t)K * D * sizeof *cls);
+    int rc = prompts && emb && cls ? 0 : vlm_set_error("eval: out of memory");
     for (int k = 0; !rc && k < K; k++)
         for (int t = 0; !rc && t < T; t++)
             if (!(prompts[k * T + t] =
                       vlm_class_caption(e->templates[t], vlm_dataset_class_name(e->ds, k))))
                 rc = -1;
     if (!rc) rc = embed_texts(e, ctx, m, (const char *const *)prompts, (int64_t)K * T, emb);
-    for (int k = 0; !rc && k < K; k++) {
-        double norm = 0;
-        for (int d = 0; d < D; d++) {
-            double s = 0;
-            for (int t = 0; t < T; t++) s += emb[((size_t)k * T + t) * D + d];
-            cls[(size_t)k * D + d] = (float)(s / T);
-            norm += (s / T) * (s / T);
-        }
-        float inv = norm > 0 ? (float)(1.0 / sqrt(norm)) : 0.0f;
-        for (int d = 0; d < D; d++) cls[(size_t)k * D + d] *= inv;
-    }
+    if (!rc) rc = vlm_class_vectors(emb, K, T, D, cls);
+    if (!rc) rc = vlm_zeroshot_accuracy(img, n, cls, K, D, labels, &r->top1, &r->top5);
     for (int i = 0; prompts && i < K * T; i++) free(prompts[i]);
     free(prompts);
     free(emb);
-    return rc;
-}
-
-static int zeroshot(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, const float *img,
-                    const int32_t *labels, int64_t n, vlm_eval_metrics *r) {
-    int K = vlm_dataset_num_classes(e->ds), D = m->cfg.vision.width;
-    r->zeroshot = vlm_dataset_has_labels(e->ds) && K > 0 && n > 0;
-    if (!r->zeroshot) return 0;
-    r->classes = K;
-    r->templates = e->n_templates;
-    float *cls = malloc((size_t)K * D * sizeof *cls), *s = malloc((size_t)n * K * sizeof *s);
-    int rc = cls && s ? class_vectors(e, ctx, m, K, cls) : vlm_set_error("eval: out of memory");
-    if (!rc) {
-        vlm_sgemm(false, true, n, K, D, 1.0f, img, D, cls, D, 0.0f, s, K);
-        int64_t top1 = 0, top5 = 0;
-        for (int64_t i = 0; i < n; i++) {
-            const float *row = s + i * K, own = row[labels[i]];
-            int greater = 0;
-            for (int k = 0; k < K; k++) greater += row[k] > own;
-            top1 += greater == 0;
-            top5 += greater < 5;
-        }
-        r->top1 = (double)top1 / (double)n;
-        r->top5 = (double)top5 / (double)n;
-    }
     free(cls);
-    free(s);
     return rc;
 }
 
 /* ---- retrieval -------------------------------------------------------------------------- */
 
-static const int recall_k[3] = {1, 5, 10};
-
-static void count_hits(int64_t rank, int64_t hits[3]) {
-    for (int q = 0; q < 3; q++) hits[q] += rank < recall_k[q];
-}
-
-/* text -> image: rank of each caption's own image among the n images. */
-static void text_to_image(const float *cap, const int64_t *cimg, int64_t mc, const float *img,
-                          int64_t n, int D, float *s, double out[3]) {
-    int64_t hits[3] = {0, 0, 0};
-    for (int64_t r0 = 0; r0 < mc; r0 += SCORE_ROWS) {
-        int64_t rows = mc - r0 < SCORE_ROWS ? mc - r0 : SCORE_ROWS;
-        vlm_sgemm(false, true, rows, n, D, 1.0f, cap + r0 * D, D, img, D, 0.0f, s, n);
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t g = cimg[r0 + r];
-            const float *row = s + r * n, own = row[g];
-            int64_t rank = 0;
-            for (int64_t i = 0; i < n; i++) rank += row[i] > own || (row[i] == own && i < g);
-            count_hits(rank, hits);
-        }
-    }
-    for (int q = 0; q < 3; q++) out[q] = mc ? (double)hits[q] / (double)mc : 0;
-}
-
-/* image -> text: rank of each image's best own caption among the mc captions
- * (an image without captions counts as a miss). first/list: captions per
- * image (CSR). */
-static void image_to_text(const float *img, int64_t n, const float *cap, int64_t mc,
-                          const int64_t *first, const int64_t *list, int D, float *s,
-                          double out[3]) {
-    int64_t hits[3] = {0, 0, 0};
-    for (int64_t r0 = 0; r0 < n; r0 += SCORE_ROWS) {
-        int64_t rows = n - r0 < SCORE_ROWS ? n - r0 : SCORE_ROWS;
-        vlm_sgemm(false, true, rows, mc, D, 1.0f, img + r0 * D, D, cap, D, 0.0f, s, mc);
-        for (int64_t r = 0; r < rows; r++) {
-            int64_t i = r0 + r;
-            if (first[i] == first[i + 1]) continue;
-            const float *row = s + r * mc;
-            int64_t best = list[first[i]]; /* the lowest-index caption of the highest score */
-            for (int64_t c = first[i] + 1; c < first[i + 1]; c++)
-                if (row[list[c]] > row[best] || (row[list[c]] == row[best] && list[c] < best))
-                    best = list[c];
-            int64_t rank = 0;
-            for (int64_t j = 0; j < mc; j++)
-                rank += row[j] > row[best] || (row[j] == row[best] && j < best);
-            count_hits(rank, hits);
-        }
-    }
-    for (int q = 0; q < 3; q++) out[q] = n ? (double)hits[q] / (double)n : 0;
-}
-
-/* Captions of images [0, n): their embeddings (gathered from the distinct
- * texts), images, and the per-image CSR lists of positions. */
-typedef struct {
-    int64_t mc;
-    float *emb;
-    int64_t *img, *first, *list;
-} caption_set;
-
-static void caption_set_free(caption_set *c) {
-    free(c->emb);
-    free(c->img);
-    free(c->first);
-    free(c->list);
-}
-
+/* The captions of images [0, n): their embeddings, gathered from those of
+ * the distinct texts (text_pos: row of a distinct text in text_emb), and
+ * their images. */
 static int gather_captions(vlm_evaluator *e, const float *text_emb, const int64_t *text_pos,
-                           int64_t n, int D, caption_set *c) {
+                           int64_t n, int D, float **emb, int64_t **img, int64_t *mc) {
     int64_t m = e->n_captions;
-    c->emb = malloc((size_t)(m ? m : 1) * D * sizeof *c->emb);
-    c->img = malloc((size_t)(m ? m : 1) * sizeof *c->img);
-    c->first = calloc((size_t)n + 2, sizeof *c->first);
-    c->list = malloc((size_t)(m ? m : 1) * sizeof *c->list);
-    if (!c->emb || !c->img || !c->first || !c->list) return vlm_set_error("eval: out of memory");
-    c->mc = 0;
+    *emb = malloc((size_t)(m ? m : 1) * D * sizeof **emb);
+    *img = malloc((size_t)(m ? m : 1) * sizeof **img);
+    if (!*emb || !*img) return vlm_set_error("eval: out of memory");
+    *mc = 0;
     for (int64_t j = 0; j < m; j++) {
         if (e->cap_image[j] >= n) continue;
-        memcpy(c->emb + c->mc * D, text_emb + text_pos[e->cap_text[j]] * D, D * sizeof(float));
-        c->img[c->mc++] = e->cap_image[j];
+        memcpy(*emb + *mc * D, text_emb + text_pos[e->cap_text[j]] * D, D * sizeof(float));
+        (*img)[(*mc)++] = e->cap_image[j];
     }
-    for (int64_t j = 0; j < c->mc; j++) c->first[c->img[j] + 2]++;
-    for (int64_t i = 0; i < n; i++) c->first[i + 2] += c->first[i + 1];
-    for (int64_t j = 0; j < c->mc; j++) c->list[c->first[c->img[j] + 1]++] = j;
-    return 0; /* first[i]..first[i+1] now delimit image i's captions */
+    return 0;
 }
 
 /* Embeds the distinct texts that captions of images [0, n) use; text_pos maps
@@ -360,25 +262,20 @@ static int embed_used_texts(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, 
     return rc;
 }
 
+/* R@1/5/10 both ways over the captions of images [0, n) (vlm_retrieval_recall). */
 static int retrieval(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, const float *img,
                      int64_t n, vlm_eval_metrics *r) {
     int D = m->cfg.vision.width;
     int64_t *text_pos = malloc((size_t)(e->n_texts ? e->n_texts : 1) * sizeof *text_pos);
-    float *temb = NULL, *s = NULL;
-    caption_set c = {0};
+    int64_t *cimg = NULL, mc = 0;
+    float *temb = NULL, *cemb = NULL;
     int rc = text_pos ? embed_used_texts(e, ctx, m, n, text_pos, &temb)
                       : vlm_set_error("eval: out of memory");
-    if (!rc) rc = gather_captions(e, temb, text_pos, n, D, &c);
-    int64_t wide = n > c.mc ? n : c.mc;
-    if (!rc && !(s = malloc((size_t)SCORE_ROWS * (wide ? wide : 1) * sizeof *s)))
-        rc = vlm_set_error("eval: out of memory for scores");
-    if (!rc) {
-        r->captions = c.mc;
-        text_to_image(c.emb, c.img, c.mc, img, n, D, s, r->t2i);
-        image_to_text(img, n, c.emb, c.mc, c.first, c.list, D, s, r->i2t);
-    }
-    caption_set_free(&c);
-    free(s);
+    if (!rc) rc = gather_captions(e, temb, text_pos, n, D, &cemb, &cimg, &mc);
+    r->captions = mc;
+    if (!rc && n > 0 && mc > 0) rc = vlm_retrieval_recall(img, n, cemb, mc, D, cimg, r->t2i, r->i2t);
+    free(cemb);
+    free(cimg);
     free(temb);
     free(text_pos);
     return rc;
@@ -403,7 +300,7 @@ int vlm_evaluate(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *model, int64_t
     free(labels);
     r->images = n;
     r->seconds = now() - t0;
-    if (rc) return vlm_set_error("eval: %s", vlm_last_error());
+    if (rc) return vlm_set_error("eval: %s", vlm_error_copy());
     return 0;
 }
 

@@ -1,499 +1,93 @@
-/* pretrain_cmd.c - `vlm pretrain`: SigLIP contrastive pretraining of a run
- * directory from a config, with periodic evaluation, checkpoints, exact
- * resume and a clean stop on Ctrl-C. The trainer core is trainer.c; the
- * progress line and metrics log are runlog.c. */
-#include "runlog.h"
+/* pretrain_cmd.c - `vlm pretrain`: SigLIP contrastive pretraining, as a task
+ * of the shared run driver (run.c): captions tokenized for the text tower,
+ * the sigmoid loss, zero-shot and retrieval evaluation. */
+#include "run.h"
 
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "default_config.h"
-
-#define EXIT_INTERRUPTED 130
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: vlm pretrain [-c CONFIG] [--set KEY=VALUE]... [--resume RUN_DIR|CKPT]\n"
-            "                    [--init FILE] [--stop-after STEP]\n"
+            "                    [--init FILE] [--init-towers PATH] [--stop-after STEP]\n"
             "\n"
             "SigLIP contrastive pretraining (sigmoid loss; rows with the same label, or\n"
             "else the same caption, are positives). Writes into the run directory (out):\n"
             "config.json (resolved), metrics.jsonl, checkpoints/step-N.safetensors and,\n"
             "at the end, model.safetensors (HF names). Ctrl-C saves a checkpoint and\n"
-            "exits (status 130); --resume continues exactly.\n"
-            "\n"
-            "options:\n"
-            "  -c, --config FILE    JSON config (default: the built-in configs/default.json,\n"
-            "                       Fashion-MNIST, prepared into $VLM_DATA_DIR or ./data_cache)\n"
-            "  --set KEY=VALUE      override a key, e.g. --set train.optim.lr=1e-3 (repeatable)\n"
-            "  --resume PATH        continue a run: its directory (newest valid checkpoint)\n"
-            "                       or one checkpoint file; without -c the checkpoint's\n"
-            "                       config is used\n"
-            "  --init FILE          initialise weights from a safetensors file (HF names;\n"
-            "                       missing tensors keep their initial values)\n"
-            "  --stop-after STEP    save a checkpoint and exit 0 once STEP steps are done\n"
-            "                       (resume later; the schedule still spans train.steps)\n"
-            "  -q, --quiet          no progress line\n"
-            "\n"
-            "config keys:\n");
+            "exits (status 130); --resume continues exactly. Without -c the built-in\n"
+            "configs/default.json runs (Fashion-MNIST, prepared into $VLM_DATA_DIR or\n"
+            "./data_cache).\n"
+            "\n");
+    vlm_run_print_options(f);
+    fprintf(f, "\nconfig keys (model.type \"siglip\"; the captioner keys are vlm finetune's):\n");
     vlm_run_cfg_print_keys(f);
     fprintf(f, "\nexamples:\n"
                "  vlm pretrain\n"
                "  vlm pretrain -c configs/pretrain-shapes.json --set train.steps=500\n"
+               "  vlm pretrain -c my.json --init-towers google/siglip-base-patch16-224 "
+               "--set 'train.freeze=[\"vision_model.\"]'\n"
                "  vlm pretrain --resume runs/fmnist\n");
 }
 
-/* ---- arguments ----------------------------------------------------------------------- */
-
 typedef struct {
-    const char *config, *resume, *init;
-    char **sets;
-    int n_sets;
-    long long stop_after;
-    bool quiet;
-} pretrain_args;
-
-static int need_value(int argc, char **argv, int i) {
-    if (i + 1 < argc) return 0;
-    fprintf(stderr, "error: pretrain: %s needs a value\n", argv[i]);
-    return -1;
-}
-
-/* 0, or the exit status (2 bad usage, -1 help printed). */
-static int parse_args(int argc, char **argv, pretrain_args *a) {
-    memset(a, 0, sizeof *a);
-    a->sets = calloc((size_t)argc, sizeof *a->sets);
-    if (!a->sets) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
-            usage(stdout);
-            return -1;
-        } else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) {
-            a->quiet = true;
-        } else if (!strcmp(s, "-c") || !strcmp(s, "--config") || !strcmp(s, "--set") ||
-                   !strcmp(s, "--resume") || !strcmp(s, "--init") || !strcmp(s, "--stop-after")) {
-            if (need_value(argc, argv, i)) return 2;
-            const char *v = argv[++i];
-            if (s[1] == 'c' || !strcmp(s, "--config")) a->config = v;
-            else if (!strcmp(s, "--set")) a->sets[a->n_sets++] = (char *)v;
-            else if (!strcmp(s, "--resume")) a->resume = v;
-            else if (!strcmp(s, "--init")) a->init = v;
-            else {
-                char *end;
-                errno = 0;
-                a->stop_after = strtoll(v, &end, 10);
-                if (errno || end == v || *end || a->stop_after < 1) {
-                    fprintf(stderr, "error: pretrain: --stop-after needs a step >= 1, got '%s'\n", v);
-                    return 2;
-                }
-            }
-        } else {
-            fprintf(stderr, "error: pretrain: unknown argument '%s'\n", s);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (a->resume && a->init) {
-        fprintf(stderr, "error: pretrain: --init and --resume exclude each other (a resumed run "
-                        "takes its weights from the checkpoint)\n");
-        return 2;
-    }
-    return 0;
-}
-
-/* ---- the run's state ------------------------------------------------------------------ */
-
-typedef struct {
-    vlm_run_cfg cfg;
-    char *ckpt;     /* the checkpoint resumed from */
-    char *run_dir;  /* resume: the checkpoint's run directory (overrides cfg.out) */
-    char *val_path;
-    vlm_dataset *train_ds;
-    vlm_text_encoder *enc;
-    vlm_loader *loader;
-    vlm_trainer tr;
-    bool tr_live;
     vlm_evaluator *ev;
-    vlm_runlog log;
-    int64_t last_saved; /* step of the newest checkpoint on disk, -1 = none */
-} run_state;
+} pretrain_state;
 
-static void run_free(run_state *r) {
-    vlm_runlog_close(&r->log);
-    vlm_evaluator_free(r->ev);
-    if (r->tr_live) vlm_trainer_free(&r->tr);
-    vlm_loader_free(r->loader); /* after the trainer: nothing uses it any more */
-    vlm_text_encoder_free(r->enc);
-    vlm_dataset_close(r->train_ds);
-    free(r->val_path);
-    free(r->ckpt);
-    free(r->run_dir);
+static int setup(vlm_run *r, vlm_loader_opts *lo) {
+    pretrain_state *s = calloc(1, sizeof *s);
+    if (!s) return vlm_set_error("out of memory");
+    r->task_state = s;
+    r->loss_user = &r->cfg;
+    lo->tokenize = vlm_text_encode;
+    lo->tokenize_user = r->enc;
+    lo->ctx_len = r->cfg.data.ctx_len;
+    if (!r->val_path) return 0;
+    vlm_eval_opts eo = vlm_run_eval_opts(&r->cfg);
+    return (s->ev = vlm_evaluator_new(r->val_path, r->enc, &eo)) ? 0 : -1;
 }
 
-/* ---- the config ---------------------------------------------------------------------- */
-
-/* The config tree: -c FILE, else the resumed checkpoint's, else the default;
- * then the --set overrides. */
-static cJSON *config_tree(const pretrain_args *a, const char *ckpt) {
-    cJSON *root = NULL;
-    if (a->config) {
-        root = vlm_json_load(a->config);
-    } else if (ckpt) {
-        vlm_st *st = vlm_ckpt_open(ckpt);
-        const char *s = st ? vlm_st_meta(st, "vlm.config") : NULL;
-        if (st && !(root = s ? cJSON_Parse(s) : NULL))
-            vlm_set_error("checkpoint %s: metadata vlm.config is missing or not JSON", ckpt);
-        vlm_st_close(st);
-    } else if (!(root = cJSON_Parse(vlm_default_config))) {
-        vlm_set_error("the built-in configs/default.json is not valid JSON");
-    }
-    for (int i = 0; root && i < a->n_sets; i++)
-        if (vlm_cfg_set(root, a->sets[i])) {
-            cJSON_Delete(root);
-            root = NULL;
-        }
-    return root;
-}
-
-static int resolve_config(const pretrain_args *a, run_state *r) {
-    if (a->resume) {
-        struct stat st;
-        if (stat(a->resume, &st))
-            return vlm_set_error("%s: %s (--resume)", a->resume, strerror(errno));
-        bool dir = S_ISDIR(st.st_mode);
-        r->ckpt = dir ? vlm_ckpt_find_latest(a->resume) : strdup(a->resume);
-        r->run_dir = dir ? strdup(a->resume) : vlm_run_dir_of(a->resume);
-        if (!r->ckpt || !r->run_dir) return -1;
-    }
-    cJSON *root = config_tree(a, r->ckpt);
-    if (!root) return -1;
-    vlm_run_cfg_defaults(&r->cfg);
-    int rc = vlm_run_cfg_bind(root, &r->cfg);
-    cJSON_Delete(root);
-    if (rc) return -1;
-    if (r->run_dir) { /* a resumed run continues in its own directory */
-        if (strlen(r->run_dir) >= VLM_CFG_STR)
-            return vlm_set_error("%s: run directory path too long", r->run_dir);
-        strcpy(r->cfg.out, r->run_dir);
-    }
-    return vlm_run_cfg_validate(&r->cfg);
-}
-
-/* A fresh run must not overwrite another run's results. */
-static int check_fresh(const char *run_dir) {
-    char p[4200];
-    snprintf(p, sizeof p, "%s/model.safetensors", run_dir);
-    struct stat st;
-    int n = vlm_ckpt_count(run_dir);
-    if (n < 0) return -1;
-    if (n > 0 || stat(p, &st) == 0)
-        return vlm_set_error("run directory %s already holds a run: continue it with --resume "
-                             "%s, or choose another with --set out=DIR", run_dir, run_dir);
-    return 0;
-}
-
-/* Text written to path through a temp file + rename (never half a file). */
-static int write_atomic(const char *path, const char *text) {
-    char tmp[4300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return vlm_set_error("%s: cannot write (%s)", tmp, strerror(errno));
-    bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    if (fclose(f) || !ok || rename(tmp, path)) {
-        unlink(tmp);
-        return vlm_set_error("%s: cannot write", path);
-    }
-    return 0;
-}
-
-static int write_config(const run_state *r) {
-    cJSON *j = vlm_run_cfg_to_json(&r->cfg);
-    char *s = j ? cJSON_Print(j) : NULL;
-    cJSON_Delete(j);
-    if (!s) return vlm_set_error("config: out of memory");
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.json", r->cfg.out);
-    int rc = write_atomic(path, s);
-    free(s);
-    return rc;
-}
-
-/* ---- data, model, trainer ------------------------------------------------------------------ */
-
-static vlm_loader_opts loader_opts(const vlm_run_cfg *c, vlm_text_encoder *enc) {
-    const vlm_data_cfg *d = &c->data;
-    vlm_loader_opts o = vlm_loader_opts_default(c->train.batch_size, d->image_size);
-    o.unit = !strcmp(d->sampling, "caption") ? VLM_SAMPLE_CAPTION : VLM_SAMPLE_IMAGE;
-    o.seed = (uint64_t)(uint32_t)c->train.seed; /* order and augmentation streams derive from it */
-    o.drop_last = true; /* the sigmoid loss sees full batches only */
-    o.image.random_resized_crop = d->augment.crop;
-    o.image.scale_min = d->augment.scale_min;
-    o.image.scale_max = d->augment.scale_max;
-    o.image.ratio_min = d->augment.ratio_min;
-    o.image.ratio_max = d->augment.ratio_max;
-    o.image.hflip = d->augment.hflip;
-    memcpy(o.image.mean, d->mean, sizeof o.image.mean);
-    memcpy(o.image.std, d->std, sizeof o.image.std);
-    o.tokenize = vlm_text_encode;
-    o.tokenize_user = enc;
-    o.ctx_len = d->ctx_len;
-    o.num_threads = d->loader_threads;
-    return o;
-}
-
-static int setup_data(run_state *r) {
-    const vlm_data_cfg *d = &r->cfg.data;
-    char *train = vlm_resolve_dataset(d->train);
-    if (!train) return -1;
-    r->train_ds = vlm_dataset_open(train);
-    free(train);
-    if (!r->train_ds) return -1;
-    if (d->val[0] && !(r->val_path = vlm_resolve_dataset(d->val))) return -1;
-    if (!(r->enc = vlm_run_text_encoder(&r->cfg, r->cfg.out, r->train_ds))) return -1;
-    vlm_loader_opts lo = loader_opts(&r->cfg, r->enc);
-    if (!(r->loader = vlm_loader_new(r->train_ds, &lo))) return -1;
-    if (r->val_path) {
-        vlm_eval_opts eo = vlm_run_eval_opts(&r->cfg);
-        if (!(r->ev = vlm_evaluator_new(r->val_path, r->enc, &eo))) return -1;
-    }
-    return 0;
-}
-
-/* --init: weights by HF name; what the file lacks keeps its initial value. */
-static int init_from(vlm_model *m, const char *path) {
-    vlm_st_load_opts o = {.allow_missing = true, .allow_unexpected = true};
-    vlm_st_load_report rep = {0};
-    int rc = vlm_st_load_params(m->params, path, "", &o, &rep);
-    if (!rc && rep.n_loaded == 0)
-        rc = vlm_set_error("--init %s: no tensor matches a parameter of this model", path);
-    if (!rc) {
-        fprintf(stderr, "init: %d tensors (%lld values) from %s; %d parameters missing (kept at "
-                "their initial values)%s%s; %d tensors of the file unused\n", rep.n_loaded,
-                (long long)rep.numel_loaded, path, rep.n_missing, rep.n_missing ? ", e.g. " : "",
-                rep.n_missing ? rep.missing[0] : "", rep.n_unexpected);
-    }
-    vlm_st_load_report_free(&rep);
-    return rc;
-}
-
-static int64_t run_length(const vlm_run_cfg *c, const vlm_loader *l) {
-    if (c->train.steps > 0) return c->train.steps;
-    int64_t s = (int64_t)c->train.epochs * vlm_loader_batches_per_epoch(l) / c->train.accum;
-    return s > 0 ? s : 1;
-}
-
-/* A resumed run with other train/data settings is allowed (extending a run,
- * more threads) but is no longer the same run: say which key differs. */
-static void warn_config_change(const run_state *r) {
-    vlm_st *st = vlm_ckpt_open(r->ckpt);
-    const char *s = st ? vlm_st_meta(st, "vlm.config") : NULL;
-    cJSON *theirs = s ? cJSON_Parse(s) : NULL, *ours = vlm_run_cfg_to_json(&r->cfg);
-    static const char *const ignore[] = {"out", NULL};
-    char d[512];
-    if (theirs && ours && vlm_json_diff(ours, theirs, "", ignore, "this run", "the checkpoint", d,
-                                        sizeof d))
-        fprintf(stderr, "warning: the config changed since the checkpoint (%s): the result will "
-                        "differ from an uninterrupted run\n", d);
-    cJSON_Delete(theirs);
-    cJSON_Delete(ours);
-    vlm_st_close(st);
-}
-
-static int setup_trainer(run_state *r, const pretrain_args *a) {
-    vlm_model *m = vlm_model_new(&r->cfg.model, (uint64_t)(uint32_t)r->cfg.train.seed);
-    if (!m) return -1;
-    if (m->logit_scale && m->logit_bias) { /* a resumed run overwrites them */
+/* logit_scale and logit_bias of a fresh run (init.* or --init may replace them). */
+static int prepare_model(vlm_run *r, vlm_model *m, bool fresh) {
+    (void)fresh;
+    if (m->logit_scale && m->logit_bias) {
         vlm_f32(m->logit_scale)[0] = r->cfg.train.init_logit_scale;
         vlm_f32(m->logit_bias)[0] = r->cfg.train.init_logit_bias;
     }
-    if (a->init && init_from(m, a->init)) {
-        vlm_model_free(m);
-        return -1;
-    }
-    if (vlm_trainer_init(&r->tr, &r->cfg, m, r->loader, run_length(&r->cfg, r->loader),
-                         vlm_siglip_batch_loss, &r->cfg))
-        return -1;
-    r->tr_live = true;
-    r->last_saved = -1;
-    if (r->ckpt) {
-        warn_config_change(r);
-        if (vlm_ckpt_load(&r->tr, r->ckpt)) return -1;
-        r->last_saved = r->tr.step;
-        fprintf(stderr, "resumed from %s at step %lld\n", r->ckpt, (long long)r->tr.step);
-    }
     return 0;
 }
 
-static void print_header(const run_state *r) {
-    const vlm_trainer *t = &r->tr;
-    const vlm_train_cfg *c = &r->cfg.train;
-    double epochs = (double)t->total_steps * c->accum /
-                    (double)vlm_loader_batches_per_epoch(r->loader);
-    fprintf(stderr, "pretrain: %lld parameters | %lld images, %lld captions | batch %d x %d | "
-            "%lld steps (%.2f epochs) | %s | %d threads | %s\n",
-            (long long)vlm_params_numel(t->model->params),
-            (long long)vlm_dataset_num_images(r->train_ds),
-            (long long)vlm_dataset_num_captions(r->train_ds), c->batch_size, c->accum,
-            (long long)t->total_steps, epochs, c->precision, vlm_num_threads(), r->cfg.out);
-}
-
-/* ---- saving and evaluating --------------------------------------------------------------- */
-
-static int save_checkpoint(run_state *r) {
-    if (r->last_saved == r->tr.step) return 0;
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/checkpoints", r->cfg.out);
-    char *path = vlm_ckpt_path(r->cfg.out, r->tr.step);
-    int rc = path ? vlm_mkdirs(dir) : -1;
-    if (!rc) rc = vlm_ckpt_save(&r->tr, path);
-    /* older checkpoints go only once the new one is durable */
-    if (!rc) rc = vlm_ckpt_prune(r->cfg.out, r->cfg.train.keep_checkpoints);
-    if (!rc) {
-        r->last_saved = r->tr.step;
-        vlm_runlog_note(&r->log, "checkpoint: %s", path);
-    }
-    free(path);
-    return rc;
-}
-
-/* model.safetensors: the weights (HF names, format pt) and, as metadata, the
- * model config and the resolved config without "out", so that the same run
- * in another directory writes the same bytes. */
-static int save_model(run_state *r) {
-    cJSON *cfg = vlm_run_cfg_to_json(&r->cfg);
-    cJSON *model = vlm_cfg_to_json(vlm_model_cfg_fields, &r->tr.model->cfg);
-    if (cfg) cJSON_DeleteItemFromObjectCaseSensitive(cfg, "out");
-    char *cs = cfg ? cJSON_PrintUnformatted(cfg) : NULL;
-    char *ms = model ? cJSON_PrintUnformatted(model) : NULL;
-    cJSON_Delete(cfg);
-    cJSON_Delete(model);
-    char step[32], path[4200];
-    snprintf(step, sizeof step, "%lld", (long long)r->tr.step);
-    snprintf(path, sizeof path, "%s/model.safetensors", r->cfg.out);
-    const char *meta[] = {"vlm.kind", "model", "vlm.step", step, "vlm.model_config", ms,
-                          "vlm.config", cs, NULL};
-    int rc = cs && ms ? vlm_st_save_params(r->tr.model->params, path, meta, NULL)
-                      : vlm_set_error("out of memory");
-    free(cs);
-    free(ms);
-    if (!rc) vlm_runlog_note(&r->log, "model: %s", path);
-    return rc;
-}
-
-static int run_eval(run_state *r, bool final) {
-    if (!r->ev) return 0;
+static cJSON *evaluate(vlm_run *r, bool final) {
+    pretrain_state *s = r->task_state;
     vlm_eval_metrics m;
     int64_t max = final ? 0 : r->cfg.data.eval_images;
-    if (vlm_evaluate(r->ev, r->tr.ctx, r->tr.model, max, &m)) return -1;
-    vlm_runlog_clear(&r->log);
-    printf("evaluation at step %lld%s:\n", (long long)r->tr.step, final ? " (final)" : "");
+    if (vlm_evaluate(s->ev, r->tr.ctx, r->tr.model, max, &m)) return NULL;
     vlm_eval_metrics_print(stdout, &m);
-    fflush(stdout);
-    vlm_runlog_eval(&r->log, r->tr.step, &m, final);
-    return 0;
+    cJSON *j = vlm_eval_metrics_json(&m);
+    if (!j) vlm_set_error("out of memory");
+    return j;
 }
 
-/* ---- the loop ---------------------------------------------------------------------------- */
-
-static volatile sig_atomic_t g_interrupted;
-
-static void on_signal(int sig) {
-    (void)sig;
-    g_interrupted = 1;
+static void task_free(vlm_run *r) {
+    pretrain_state *s = r->task_state;
+    if (s) vlm_evaluator_free(s->ev);
+    free(s);
+    r->task_state = NULL;
 }
 
-/* Ctrl-C / SIGTERM set a flag that the loop checks between steps; the
- * handler resets itself, so a second Ctrl-C kills the process at once (a
- * checkpoint being written is then simply not renamed into place). */
-static void catch_signals(struct sigaction *old_int, struct sigaction *old_term) {
-    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESETHAND};
-    sigemptyset(&sa.sa_mask);
-    g_interrupted = 0;
-    sigaction(SIGINT, &sa, old_int);
-    sigaction(SIGTERM, &sa, old_term);
-}
+static const vlm_task pretrain_task = {
+    .name = "pretrain",
+    .model_type = "siglip",
+    .default_config = vlm_default_config,
+    .usage = usage,
+    .setup = setup,
+    .prepare_model = prepare_model,
+    .loss = vlm_siglip_batch_loss,
+    .evaluate = evaluate,
+    .free = task_free,
+};
 
-static bool every(int64_t step, int n) { return n > 0 && step % n == 0; }
-
-/* Steps until the end, --stop-after or a signal. */
-static int train_loop(run_state *r, long long stop_after) {
-    vlm_trainer *t = &r->tr;
-    while (t->step < t->total_steps && !g_interrupted && !(stop_after && t->step >= stop_after)) {
-        vlm_step_stats st;
-        double t0 = vlm_now();
-        if (vlm_trainer_step(t, &st)) return -1;
-        vlm_runlog_step(&r->log, t, &st, vlm_now() - t0);
-        if (t->step == t->total_steps) break;
-        if (every(t->step, r->cfg.train.ckpt_every) && save_checkpoint(r)) return -1;
-        if (every(t->step, r->cfg.train.eval_every) && run_eval(r, false)) return -1;
-    }
-    return 0;
-}
-
-static int finish(run_state *r, long long stop_after) {
-    vlm_trainer *t = &r->tr;
-    if (t->step < t->total_steps) {
-        if (save_checkpoint(r)) return 1;
-        bool sig = g_interrupted;
-        vlm_runlog_note(&r->log, "%s at step %lld of %lld: continue with vlm pretrain --resume %s",
-                        sig ? "interrupted" : "stopped (--stop-after)", (long long)t->step,
-                        (long long)t->total_steps, r->cfg.out);
-        (void)stop_after;
-        return sig ? EXIT_INTERRUPTED : 0;
-    }
-    if (save_checkpoint(r) || save_model(r) || run_eval(r, true)) return 1;
-    if (t->skipped)
-        vlm_runlog_note(&r->log, "%lld steps were skipped (non-finite loss or gradients)",
-                        (long long)t->skipped);
-    return 0;
-}
-
-static int fail(const char *what) {
-    fprintf(stderr, "error: %s (pretrain)\n", what);
-    return 1;
-}
-
-int vlm_cmd_pretrain(int argc, char **argv) {
-    vlm_prefer_passive_omp(argc, argv);
-    pretrain_args a;
-    int st = parse_args(argc, argv, &a);
-    if (st) {
-        free(a.sets);
-        return st < 0 ? 0 : st;
-    }
-    run_state r;
-    memset(&r, 0, sizeof r);
-    struct sigaction old_int, old_term;
-    if (resolve_config(&a, &r)) {
-        st = fail(vlm_last_error());
-        goto done;
-    }
-    vlm_set_num_threads(r.cfg.train.threads);
-    if (vlm_mkdirs(r.cfg.out) || (!r.ckpt && check_fresh(r.cfg.out)) || setup_data(&r) ||
-        write_config(&r) || setup_trainer(&r, &a) ||
-        vlm_runlog_open(&r.log, r.cfg.out, r.ckpt ? r.tr.step : -1, r.tr.total_steps,
-                        r.cfg.train.log_every, a.quiet)) {
-        st = fail(vlm_last_error());
-        goto done;
-    }
-    print_header(&r);
-    catch_signals(&old_int, &old_term);
-    st = train_loop(&r, a.stop_after) ? -1 : finish(&r, a.stop_after);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    if (st < 0 || st == 1) {
-        vlm_runlog_note(&r.log, "error: %s (pretrain, run directory %s)", vlm_last_error(),
-                        r.cfg.out);
-        st = 1;
-    }
-done:
-    run_free(&r);
-    free(a.sets);
-    return st;
-}
+int vlm_cmd_pretrain(int argc, char **argv) { return vlm_run_main(&pretrain_task, argc, argv); }

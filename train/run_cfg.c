@@ -1,6 +1,7 @@
-/* run_cfg.c - the run config: field tables for "train" and "data", binding of
- * the whole tree (model + train + data + out), defaults, checks, the resolved
- * JSON, and a JSON diff that names the first differing key. */
+/* run_cfg.c - the run config: field tables for "train", "data" and "init",
+ * binding of the whole tree (model + train + data + init + out), defaults,
+ * checks, the resolved JSON, and a JSON diff that names the first differing
+ * key. */
 #include "train.h"
 
 #include <math.h>
@@ -34,7 +35,8 @@ static const vlm_cfg_field data_fields[] = {
       "sigmoid-loss positives: \"auto\" (labels when the dataset has them), \"labels\", "
       "\"captions\" (same image or same caption text)"),
     F(vlm_data_cfg, tokenizer, VLM_CFG_STRING,
-      "tokenizer.json, spiece.model, or \"train\" (BPE on the training captions)"),
+      "tokenizer.json, spiece.model, \"train\" (BPE on the training captions), or \"auto\" "
+      "(init.towers' tokenizer if it has one, else train)"),
     F(vlm_data_cfg, vocab_size, VLM_CFG_INT, "trained tokenizer size (0 = model.text.vocab)"),
     F(vlm_data_cfg, ctx_len, VLM_CFG_INT, "ids per text (0 = model.text.ctx_len)"),
     F(vlm_data_cfg, key_mask, VLM_CFG_BOOL, "mask padding keys in the text tower"),
@@ -43,6 +45,24 @@ static const vlm_cfg_field data_fields[] = {
       "zero-shot prompts separated by |, each with {} (\"\" = built-in)"),
     F(vlm_data_cfg, eval_images, VLM_CFG_INT, "periodic evals: first N val images (0 = all)"),
     F(vlm_data_cfg, eval_batch_size, VLM_CFG_INT, "evaluation batch (0 = train.batch_size)"),
+    F(vlm_data_cfg, prompt, VLM_CFG_STRING, "captioner: the text tower's prompt (data.ctx_len ids)"),
+    F(vlm_data_cfg, decoder_tokenizer, VLM_CFG_STRING,
+      "captioner: tokenizer.json, \"train\" (BPE on the captions), or \"auto\" (the "
+      "tokenizer.json beside init.decoder if there is one, else train)"),
+    F(vlm_data_cfg, caption_len, VLM_CFG_INT,
+      "captioner: caption ids per sample, EOS included (longer captions are cut)"),
+    F(vlm_data_cfg, eval_samples, VLM_CFG_INT,
+      "captioner: sample captions printed next to their references per evaluation"),
+    {0},
+};
+
+static const vlm_cfg_field init_fields[] = {
+    F(vlm_init_cfg, towers, VLM_CFG_STRING,
+      "fresh runs: image + text towers from a vlm run (directory or .safetensors) or a "
+      "Hugging Face SigLIP model (directory or file); sizes come from it"),
+    F(vlm_init_cfg, decoder, VLM_CFG_STRING,
+      "fresh runs: the captioner's decoder from a Hugging Face Llama/SmolLM2 model "
+      "(directory or file) or a vlm captioner; sizes come from its config.json"),
     {0},
 };
 
@@ -93,7 +113,11 @@ void vlm_run_cfg_defaults(vlm_run_cfg *c) {
     for (int k = 0; k < 3; k++) d->mean[k] = d->std[k] = 0.5f;
     strcpy(d->sampling, "image");
     strcpy(d->positives, "auto");
-    strcpy(d->tokenizer, "train");
+    strcpy(d->tokenizer, "auto");
+    strcpy(d->prompt, "describe the image");
+    strcpy(d->decoder_tokenizer, "auto");
+    d->caption_len = 32;
+    d->eval_samples = 4;
     strcpy(c->out, "runs/run");
 }
 
@@ -130,12 +154,56 @@ static int bind_without(const cJSON *obj, const vlm_cfg_field *fields, void *dst
     return rc;
 }
 
+/* Adds prefix s[0..n) to the freeze list. */
+static int add_freeze(vlm_train_cfg *t, const char *s, size_t n) {
+    while (n && *s == ' ') s++, n--;
+    while (n && s[n - 1] == ' ') n--;
+    if (!n) return vlm_set_error("config: train.freeze has an empty prefix");
+    if (t->n_freeze == VLM_MAX_FREEZE)
+        return vlm_set_error("config: train.freeze has more than %d prefixes", VLM_MAX_FREEZE);
+    if (n >= VLM_OPTIM_PREFIX_LEN)
+        return vlm_set_error("config: train.freeze prefix '%.*s' is longer than %d bytes", (int)n, s,
+                             VLM_OPTIM_PREFIX_LEN - 1);
+    memcpy(t->freeze[t->n_freeze], s, n);
+    t->freeze[t->n_freeze++][n] = 0;
+    return 0;
+}
+
+/* "freeze": ["vision_model.", "text_model."], or one string with the
+ * prefixes separated by commas (so --set train.freeze=vision_model. works);
+ * it replaces the current list. */
+static int bind_freeze(const cJSON *v, vlm_train_cfg *t) {
+    vlm_train_cfg tmp = *t;
+    tmp.n_freeze = 0;
+    if (cJSON_IsString(v)) {
+        for (const char *p = v->valuestring; *p;) {
+            size_t n = strcspn(p, ",");
+            if (add_freeze(&tmp, p, n)) return -1;
+            p += n + (p[n] == ',');
+        }
+    } else if (cJSON_IsArray(v)) {
+        for (const cJSON *e = v->child; e; e = e->next)
+            if (!cJSON_IsString(e))
+                return vlm_set_error("config: train.freeze must hold strings (parameter-name "
+                                     "prefixes)");
+            else if (add_freeze(&tmp, e->valuestring, strlen(e->valuestring)))
+                return -1;
+    } else {
+        return vlm_set_error("config: train.freeze must be an array of parameter-name prefixes, "
+                             "e.g. [\"vision_model.\", \"text_model.\"]");
+    }
+    *t = tmp;
+    return 0;
+}
+
 static int bind_train(const cJSON *obj, vlm_train_cfg *t) {
-    static const char *const special[] = {"optim", NULL};
-    cJSON *det[1] = {NULL};
+    static const char *const special[] = {"optim", "freeze", NULL};
+    cJSON *det[2] = {NULL, NULL};
     int rc = bind_without(obj, train_fields, t, "train", special, det);
     if (rc == 0 && det[0]) rc = vlm_optim_cfg_bind(det[0], &t->optim, "train.optim");
+    if (rc == 0 && det[1]) rc = bind_freeze(det[1], t);
     cJSON_Delete(det[0]);
+    cJSON_Delete(det[1]);
     return rc;
 }
 
@@ -161,6 +229,8 @@ int vlm_run_cfg_bind(const cJSON *root, vlm_run_cfg *c) {
             rc = bind_train(v, &tmp.train);
         else if (!strcmp(v->string, "data"))
             rc = bind_data(v, &tmp.data);
+        else if (!strcmp(v->string, "init"))
+            rc = vlm_cfg_bind(v, init_fields, &tmp.init, "init");
         else if (!strcmp(v->string, "out")) {
             if (!cJSON_IsString(v) || strlen(v->valuestring) >= VLM_CFG_STR)
                 return vlm_set_error("config: out must be a string (a directory) shorter than %d "
@@ -168,7 +238,8 @@ int vlm_run_cfg_bind(const cJSON *root, vlm_run_cfg *c) {
             strcpy(tmp.out, v->valuestring);
             rc = 0;
         } else
-            return vlm_set_error("config: unknown key '%s' (expected model, train, data, out)",
+            return vlm_set_error("config: unknown key '%s' (expected model, train, data, init, "
+                                 "out)",
                                  v->string);
         if (rc) return -1;
     }
@@ -250,12 +321,36 @@ static int validate_data(vlm_data_cfg *d, const vlm_model_cfg *m) {
     return 0;
 }
 
+/* A captioner's prefix (image tokens + prompt) and captions must fit the decoder. */
+static int validate_captioner(const vlm_run_cfg *c) {
+    const vlm_model_cfg *m = &c->model;
+    const vlm_data_cfg *d = &c->data;
+    if (at_least(d->caption_len, 2, "data.caption_len") ||
+        at_least(d->eval_samples, 0, "data.eval_samples"))
+        return -1;
+    if (d->eval_samples > VLM_CAPTION_SAMPLES)
+        return vlm_set_error("config: data.eval_samples must be <= %d, got %d", VLM_CAPTION_SAMPLES,
+                             d->eval_samples);
+    if (!d->decoder_tokenizer[0])
+        return vlm_set_error("config: data.decoder_tokenizer is empty (a tokenizer.json, \"train\" "
+                             "or \"auto\")");
+    int g = m->vision.image_size / m->vision.patch / m->pixel_shuffle;
+    long need = (long)g * g + d->ctx_len + d->caption_len;
+    if (need > m->decoder.max_len)
+        return vlm_set_error("config: %d image tokens + data.ctx_len %d + data.caption_len %d = "
+                             "%ld positions exceed model.decoder.max_len %d", g * g, d->ctx_len,
+                             d->caption_len, need, m->decoder.max_len);
+    return 0;
+}
+
 int vlm_run_cfg_validate(vlm_run_cfg *c) {
     if (vlm_model_cfg_validate(&c->model) || validate_train(&c->train) ||
         validate_data(&c->data, &c->model))
         return -1;
-    if (strcmp(c->model.type, "siglip") != 0)
-        return vlm_set_error("config: model.type must be \"siglip\" for pretraining, got \"%s\"",
+    bool captioner = !strcmp(c->model.type, "captioner");
+    if (captioner && validate_captioner(c)) return -1;
+    if (!captioner && c->init.decoder[0])
+        return vlm_set_error("config: init.decoder is set but model.type \"%s\" has no decoder",
                              c->model.type);
     if (!c->out[0]) return vlm_set_error("config: out (the run directory) is empty");
     return 0;
@@ -275,19 +370,31 @@ cJSON *vlm_run_cfg_to_json(const vlm_run_cfg *c) {
     cJSON *optim = vlm_optim_cfg_to_json(&c->train.optim);
     cJSON *data = vlm_cfg_to_json(data_fields, &c->data);
     cJSON *mean = channels_json(c->data.mean), *std = channels_json(c->data.std);
+    cJSON *init = vlm_cfg_to_json(init_fields, &c->init);
+    cJSON *freeze = cJSON_CreateArray();
     cJSON *out = cJSON_CreateString(c->out);
-    if (!root || !model || !train || !optim || !data || !mean || !std || !out) {
-        cJSON *all[] = {root, model, train, optim, data, mean, std, out};
+    for (int i = 0; freeze && i < c->train.n_freeze; i++) {
+        cJSON *s = cJSON_CreateString(c->train.freeze[i]);
+        if (!s || !cJSON_AddItemToArray(freeze, s)) {
+            cJSON_Delete(s);
+            cJSON_Delete(freeze);
+            freeze = NULL;
+        }
+    }
+    if (!root || !model || !train || !optim || !data || !mean || !std || !init || !freeze || !out) {
+        cJSON *all[] = {root, model, train, optim, data, mean, std, init, freeze, out};
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) cJSON_Delete(all[i]);
         vlm_set_error("config: out of memory");
         return NULL;
     }
     cJSON_AddItemToObject(train, "optim", optim);
+    cJSON_AddItemToObject(train, "freeze", freeze);
     cJSON_AddItemToObject(data, "mean", mean);
     cJSON_AddItemToObject(data, "std", std);
     cJSON_AddItemToObject(root, "model", model);
     cJSON_AddItemToObject(root, "train", train);
     cJSON_AddItemToObject(root, "data", data);
+    cJSON_AddItemToObject(root, "init", init);
     cJSON_AddItemToObject(root, "out", out);
     return root;
 }
@@ -421,11 +528,14 @@ static void print_fields(FILE *f, const vlm_cfg_field *fields, const char *path)
 void vlm_run_cfg_print_keys(FILE *f) {
     print_fields(f, vlm_model_cfg_fields, "model");
     print_fields(f, train_fields, "train");
+    fprintf(f, "  %-34s %-6s %s\n", "train.freeze", "array",
+            "parameter-name prefixes kept frozen, e.g. [\"vision_model.\", \"text_model.\"]");
     print_fields(f, vlm_optim_cfg_fields, "train.optim");
     fprintf(f, "  %-34s %-6s %s\n", "train.optim.lr_mult", "object",
             "{\"name prefix\": multiplier}, e.g. {\"text_model.\": 0.1}");
     print_fields(f, data_fields, "data");
     fprintf(f, "  %-34s %-6s %s\n", "data.mean", "number", "or [r, g, b]: subtracted after /255");
     fprintf(f, "  %-34s %-6s %s\n", "data.std", "number", "or [r, g, b]: divides after the mean");
+    print_fields(f, init_fields, "init");
     fprintf(f, "  %-34s %-6s %s\n", "out", "string", "the run directory");
 }

@@ -153,8 +153,7 @@ void vlm_runlog_step(vlm_runlog *l, const vlm_trainer *t, const vlm_step_stats *
     }
 }
 
-void vlm_runlog_eval(vlm_runlog *l, int64_t step, const vlm_eval_metrics *m, bool final) {
-    cJSON *o = vlm_eval_metrics_json(m);
+void vlm_runlog_eval(vlm_runlog *l, int64_t step, cJSON *o, bool final) {
     if (o) {
         cJSON *ev = cJSON_CreateString("eval");
         if (ev) cJSON_AddItemToObject(o, "event", ev);

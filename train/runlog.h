@@ -34,8 +34,9 @@ void vlm_runlog_close(vlm_runlog *l);
 /* After each step: progress line, and a "train" event every log_every steps. */
 void vlm_runlog_step(vlm_runlog *l, const vlm_trainer *t, const vlm_step_stats *st,
                      double step_seconds);
-/* An "eval" event (final: the end-of-run evaluation). */
-void vlm_runlog_eval(vlm_runlog *l, int64_t step, const vlm_eval_metrics *m, bool final);
+/* An "eval" event of metrics m (a JSON object, consumed; final: the end-of-run
+ * evaluation). */
+void vlm_runlog_eval(vlm_runlog *l, int64_t step, cJSON *m, bool final);
 /* Erases the progress line (if one is on screen) before other output. */
 void vlm_runlog_clear(vlm_runlog *l);
 /* A message on stderr that does not collide with the progress line. */

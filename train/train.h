@@ -20,8 +20,9 @@
 #include <stdio.h>
 
 /* ---- the run config (train/run_cfg.c) --------------------------------------------
- * JSON {"model": {...}, "train": {...}, "data": {...}, "out": "RUN_DIR"}; every
- * key is optional except data.train. `vlm pretrain --help` prints the keys. */
+ * JSON {"model": {...}, "train": {...}, "data": {...}, "init": {...}, "out":
+ * "RUN_DIR"}; every key is optional except data.train. `vlm pretrain --help`
+ * and `vlm finetune --help` print the keys. */
 
 typedef struct {
     bool crop;                  /* RandomResizedCrop (else squash to image_size) */
@@ -38,7 +39,8 @@ typedef struct {
     float mean[3], std[3];       /* JSON: a number or [r, g, b] */
     char sampling[VLM_CFG_STR];  /* "image" (one random caption each) or "caption" */
     char positives[VLM_CFG_STR]; /* "auto" (labels if the dataset has them), "labels", "captions" */
-    char tokenizer[VLM_CFG_STR]; /* tokenizer.json, *.model (SentencePiece) or "train" */
+    char tokenizer[VLM_CFG_STR]; /* tokenizer.json, *.model (SentencePiece), "train", or
+                                    "auto": init.towers' tokenizer if it has one, else "train" */
     int vocab_size;              /* tokenizer "train": ids (0 = model.text.vocab) */
     int ctx_len;                 /* 0 = model.text.ctx_len */
     bool key_mask;               /* mask padding keys in the text tower (SigLIP: false) */
@@ -46,7 +48,16 @@ typedef struct {
     char templates[VLM_CFG_STR]; /* zero-shot prompts, "|"-separated with "{}", "" = built-in */
     int eval_images;             /* periodic evals use the first N val images (0 = all) */
     int eval_batch_size;         /* 0 = train.batch_size */
+    /* captioners */
+    char prompt[VLM_CFG_STR];    /* the text tower's prompt (data.ctx_len ids) */
+    char decoder_tokenizer[VLM_CFG_STR]; /* tokenizer.json, "train" (BPE on the captions with
+                                    <pad> <bos> <eos>), or "auto": the tokenizer.json beside
+                                    init.decoder if there is one, else "train" */
+    int caption_len;             /* caption ids per sample, EOS included (longer ones are cut) */
+    int eval_samples;            /* sample captions printed per evaluation */
 } vlm_data_cfg;
+
+#define VLM_MAX_FREEZE 8
 
 typedef struct {
     int seed;
@@ -63,12 +74,24 @@ typedef struct {
     int debug_nan_step;             /* test hook: inject a NaN at this step (0 = off) */
     char debug_nan_target[VLM_CFG_STR]; /* "grad" (one gradient) or "weight" (logit_bias) */
     vlm_optim_cfg optim;            /* lr_mult works; total_steps 0 = the run's steps */
+    int n_freeze;                   /* JSON "freeze": ["vision_model.", ...] or "a.,b." */
+    char freeze[VLM_MAX_FREEZE][VLM_OPTIM_PREFIX_LEN]; /* parameter-name prefixes kept frozen */
 } vlm_train_cfg;
+
+/* Where a fresh run takes parts of its weights from (train/init.c). */
+typedef struct {
+    char towers[VLM_CFG_STR];  /* image + text towers (+ logit_scale/bias): a vlm run
+                                  directory or .safetensors, or a Hugging Face SigLIP file or
+                                  directory; "" = none */
+    char decoder[VLM_CFG_STR]; /* captioner decoder: a Hugging Face LlamaForCausalLM file or
+                                  directory (SmolLM2), or a vlm captioner; "" = none */
+} vlm_init_cfg;
 
 typedef struct {
     vlm_model_cfg model;
     vlm_train_cfg train;
     vlm_data_cfg data;
+    vlm_init_cfg init;
     char out[VLM_CFG_STR]; /* the run directory */
 } vlm_run_cfg;
 
@@ -77,7 +100,7 @@ void vlm_run_cfg_defaults(vlm_run_cfg *c);
  * keys and wrong types are errors naming the full key. */
 int vlm_run_cfg_bind(const cJSON *root, vlm_run_cfg *c);
 /* Range and consistency checks (naming the key); fills data.image_size and
- * data.ctx_len from the model when 0. */
+ * data.ctx_len from the model when 0. Any model.type: a command checks it. */
 int vlm_run_cfg_validate(vlm_run_cfg *c);
 /* Every key of the resolved config. */
 cJSON *vlm_run_cfg_to_json(const vlm_run_cfg *c);
@@ -109,6 +132,32 @@ void vlm_text_encoder_free(vlm_text_encoder *e);
 int vlm_text_encoder_vocab(const vlm_text_encoder *e);
 /* vlm_tokenize_fn for the loader (user = the encoder); thread-safe. */
 int vlm_text_encode(void *enc, const char *text, int32_t *ids, uint8_t *mask, int ctx_len);
+
+/* A captioner's decoder tokenizer: a byte-level BPE tokenizer.json whose
+ * specials follow vlm_decoder_specials. vlm_text_encode then gives caption
+ * tokens + EOS padded with the pad id (mask 1 on the tokens and EOS); a
+ * caption longer than the row is cut and its last id stays EOS. An error if
+ * the vocabulary has no EOS. */
+vlm_text_encoder *vlm_decoder_tokenizer_load(const char *path);
+/* Trains one on every caption of ds with specials <pad> = 0, <bos> = 1,
+ * <eos> = 2, saves it to save_path (tokenizer.json) and returns it. */
+vlm_text_encoder *vlm_decoder_tokenizer_train(vlm_dataset *ds, int vocab_size,
+                                              const char *save_path);
+/* BOS (fed before a caption), EOS and pad ids (-1 when there is none). */
+void vlm_text_encoder_specials(const vlm_text_encoder *e, int32_t *bos, int32_t *eos,
+                               int32_t *pad);
+/* Ids -> text with special tokens left out; see vlm_tokens_to_text. */
+char *vlm_text_encoder_decode(const vlm_text_encoder *e, const int32_t *ids, int n);
+
+/* A decoder's specials in a BPE vocabulary: EOS = "<eos>" / "</s>" /
+ * "<|endoftext|>", BOS = "<bos>" / "<s>" (else EOS), pad = "<pad>" (else
+ * EOS); -1 where the vocabulary has none of them. */
+void vlm_decoder_specials(const vlm_bpe *bpe, int32_t *bos, int32_t *eos, int32_t *pad);
+/* Ids -> text through bpe (or spm when bpe is NULL): special tokens and ids
+ * the tokenizer does not know (an untrained model may produce ids past a
+ * tokenizer smaller than its vocabulary) are left out, and invalid UTF-8
+ * becomes U+FFFD (as HF's decode). malloc'd, NULL with error. */
+char *vlm_tokens_to_text(const vlm_bpe *bpe, const vlm_spm *spm, const int32_t *ids, int n);
 
 /* ---- the trainer (train/trainer.c) ---------------------------------------------------- */
 
@@ -234,12 +283,214 @@ int vlm_evaluate(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *model, int64_t
 cJSON *vlm_eval_metrics_json(const vlm_eval_metrics *m);
 void vlm_eval_metrics_print(FILE *f, const vlm_eval_metrics *m);
 
+/* ---- starting parts of a model, freezing (train/init.c) ----------------------------------
+ * init.towers / init.decoder name a source: a directory (its model.safetensors,
+ * or a vlm run's newest good checkpoint) or a .safetensors file. Weights with
+ * vlm.model_config metadata are ours and load by name; others are Hugging
+ * Face checkpoints (SigLIP towers via vlm_load_hf_siglip, a LlamaForCausalLM
+ * / SmolLM2 decoder via vlm_load_hf_decoder). */
+
+/* Takes the sizes of the parts that cfg->init names from their sources: the
+ * metadata's model config (ours), or config.json beside HF weights with the
+ * tensor shapes (none there: the config's sizes stay and must match).
+ * Dropout and gradient checkpointing keep cfg's values. Says on stderr what
+ * it took. */
+int vlm_init_resolve_config(vlm_run_cfg *cfg);
+/* Loads init.towers (vision_model.*, text_model.*, logit_*) and init.decoder
+ * (decoder.*) into m; every name and shape is checked before values change. */
+int vlm_init_load(vlm_model *m, const vlm_init_cfg *init);
+/* The first of names (NULL-terminated) found in a source's directory, into
+ * out: 1 found, 0 none, -1 error. */
+int vlm_init_find_file(const char *source, const char *const *names, char *out, size_t cap);
+/* Freezes every parameter whose name starts with one of the prefixes; a
+ * prefix that matches nothing, or freezing everything, is an error naming
+ * key (e.g. "train.freeze"). */
+int vlm_freeze_prefixes(vlm_model *m, const char (*prefixes)[VLM_OPTIM_PREFIX_LEN], int n,
+                        const char *key);
+/* Values in trainable (not frozen) parameters. */
+int64_t vlm_trainable_numel(const vlm_model *m);
+
+/* ---- caption metrics (train/metrics.c) ----------------------------------------------
+ * BLEU-1..4 and CIDEr-D computed exactly as pycocoevalcap's BleuScorer
+ * (option "closest") and CiderScorer (CIDEr-D, sigma 6), on text split at
+ * ASCII whitespace. pycocoevalcap first runs Stanford's PTBTokenizer (Java)
+ * and drops punctuation tokens; with corpus.tokenize we apply this
+ * approximation of it instead (vlm_caption_tokenize):
+ *   1. ASCII letters are lowercased (other bytes are kept as they are);
+ *   2. , ; ! ? " ( ) [ ] { } ` become spaces (a comma between two digits stays:
+ *      "1,000");
+ *   3. the text is split at whitespace; from each word trailing . : ' - are
+ *      stripped, then (unless the word is itself a clitic) leading ones;
+ *   4. the clitics n't 's 're 've 'll 'd 'm are split off as PTB does
+ *      ("can't" -> "ca n't", "dog's" -> "dog 's"); empty words are dropped.
+ * Internal . : ' - are kept ("e.g", "3.5", "black-and-white"), as PTB keeps
+ * them. Known differences from PTB: abbreviations lose their final period
+ * ("mr." -> "mr"), and PTB splits a few more cases ("cannot" -> "can not").
+ * The tokenizer is idempotent, so pre-tokenized text passes unchanged. */
+
+/* The tokens of text joined by single spaces (malloc'd; "" when none), or
+ * NULL when out of memory. */
+char *vlm_caption_tokenize(const char *text);
+
+typedef struct {
+    int64_t n;                /* images (hypotheses), >= 1 */
+    const char *const *hyps;  /* [n] one hypothesis per image ("" is allowed) */
+    const char *const *refs;  /* every reference, image by image */
+    const int64_t *ref_start; /* [n + 1]: image i's references are
+                                 refs[ref_start[i] .. ref_start[i + 1]), at least one */
+    bool tokenize;            /* apply vlm_caption_tokenize to hyps and refs first */
+} vlm_caption_corpus;
+
+/* Corpus BLEU-n for n = 1..4 in bleu[n - 1] (pycocoevalcap's cumulative
+ * scores: clipped n-gram precisions summed over the corpus, geometric mean
+ * of p_1..p_n with its 1e-15 / 1e-9 smoothing, brevity penalty from the
+ * summed closest reference lengths, ties to the shorter). 0 or -1 with error
+ * (a bad corpus names the image). */
+int vlm_bleu(const vlm_caption_corpus *c, double bleu[4]);
+/* CIDEr-D: *score = mean over images; per_image [n] may be NULL. With one
+ * image every idf is log(1) = 0 and the score is 0, as in pycocoevalcap. */
+int vlm_cider_d(const vlm_caption_corpus *c, double *score, double *per_image);
+
+/* ---- zero-shot classification and retrieval over embeddings (train/metrics.c) --------
+ * Embeddings are rows of floats, assumed L2-normalised (scores are dot
+ * products). Ranks break ties by the lower index, as a stable sort would. */
+
+/* Class vectors: text_emb [classes * templates, dim], class-major (row
+ * c * templates + t embeds template t for class c) -> out [classes, dim]:
+ * each row L2-normalised, averaged over templates, re-normalised (CLIP). */
+int vlm_class_vectors(const float *text_emb, int classes, int templates, int dim, float *out);
+/* The k best of n scores, best first, into idx[k] (k <= n). */
+int vlm_topk(const float *scores, int n, int k, int *idx);
+/* Top-1 / top-5 accuracy of images [n, dim] against class vectors
+ * [classes, dim] for labels[n] in [0, classes). Top-5 counts a hit among the
+ * min(5, classes) best. */
+int vlm_zeroshot_accuracy(const float *img, int64_t n, const float *cls, int classes, int dim,
+                          const int32_t *labels, double *top1, double *top5);
+/* Recall@K for K = 1, 5, 10 (VLM_RECALL_KS): t2i[j] = fraction of texts whose
+ * image is among the K best images; i2t[j] = fraction of images with at least
+ * one of their texts among the K best texts (an image without texts counts as
+ * a miss). img [n_img, dim], txt [n_txt, dim], txt_image[n_txt] in [0, n_img). */
+#define VLM_RECALL_KS {1, 5, 10}
+int vlm_retrieval_recall(const float *img, int64_t n_img, const float *txt, int64_t n_txt,
+                         int dim, const int64_t *txt_image, double t2i[3], double i2t[3]);
+
+/* ---- caption generation (train/generate.c) ---------------------------------------------- */
+
+typedef struct {
+    int max_tokens;      /* >= 1 new tokens per sequence, EOS included */
+    bool sample;         /* false: greedy (argmax, ties to the lowest id) */
+    float temperature;   /* sampling: > 0 (logits are divided by it) */
+    int top_k;           /* sampling: keep the k most likely ids (0 = all); exactly k,
+                            ties at the k-th logit to the lower id (HF keeps them all) */
+    float top_p;         /* sampling: nucleus mass in (0, 1] (1 = off) */
+    uint64_t seed;       /* sequence b draws from its own stream seeded by (seed, b) */
+    int32_t bos_id;      /* fed after the prefix */
+    int32_t eos_id;      /* ends a sequence (-1: none, run to max_tokens) */
+    int32_t pad_id;      /* written (and fed) after a sequence's EOS */
+    bool no_cache;       /* reference path: re-run the whole forward every step */
+} vlm_gen_opts;
+
+/* greedy, 32 tokens, temperature 1, top_k 0, top_p 1, seed 0, ids 0 / -1 / 0. */
+vlm_gen_opts vlm_gen_opts_default(void);
+
+typedef struct {
+    double prefill_s, decode_s; /* wall time of the prefix call and of the steps */
+    int64_t tokens;             /* tokens generated, EOS included, padding not */
+    int steps;                  /* decoder calls after the prefill */
+} vlm_gen_stats;
+
+/* Autoregressive decoding after a prefix of embeddings prefix [B, P, D] (a
+ * constant) whose padding keys are 0 in prefix_mask (u8 [B, P], or NULL).
+ * The prefix and BOS are run in one decoder call with a prefix-LM mask (the
+ * prefix bidirectional, BOS causal), as vlm_captioner_loss trains; then one
+ * token per step for the whole batch with a KV cache (o->no_cache: the full
+ * forward over everything so far, every step). Sampling order as HF's
+ * generate(): temperature, then top-k, then top-p (the smallest set of most
+ * likely ids whose mass reaches top_p), then a draw. A sequence that produced
+ * EOS is fed pad_id from then on (it attends only to its own keys, so the
+ * others are unaffected) and stops counting; decoding ends when every
+ * sequence has ended or after max_tokens. Needs P + max_tokens <=
+ * model.decoder.max_len. Output: tokens [B, max_tokens] (EOS, then pad_id),
+ * lengths [B] = tokens before EOS (may be NULL), stats (may be NULL). */
+int vlm_generate(vlm_ctx *ctx, const vlm_decoder *d, vlm_tensor *prefix, vlm_tensor *prefix_mask,
+                 const vlm_gen_opts *o, int32_t *tokens, int *lengths, vlm_gen_stats *st);
+
+/* A captioner's captions for B preprocessed images (pixels [B, 3, S, S]) and
+ * prompts (ids i32 [B, Tp], mask u8 [B, Tp] or NULL): vlm_captioner_prefix,
+ * then vlm_generate. */
+int vlm_caption_generate(vlm_ctx *ctx, const vlm_model *m, const float *pixels, int B,
+                         const int32_t *prompt_ids, const uint8_t *prompt_mask, int Tp,
+                         const vlm_gen_opts *o, int32_t *tokens, int *lengths,
+                         vlm_gen_stats *st);
+
+/* ---- caption fine-tuning (train/caption.c, train/caption_eval.c) ------------------------ */
+
+/* The prompt as text-tower ids and the decoder's tokenizer with its
+ * specials: everything the caption loss and generation need beside the model. */
+typedef struct {
+    int prompt_len;                 /* Tp = data.ctx_len */
+    int32_t *prompt_ids;            /* [Tp] data.prompt through the text tokenizer */
+    uint8_t *prompt_mask;           /* [Tp] 1 on its real ids */
+    int32_t bos_id, eos_id, pad_id; /* the decoder's */
+    const vlm_text_encoder *dec;    /* borrowed: the decoder tokenizer */
+} vlm_caption_io;
+
+int vlm_caption_io_init(vlm_caption_io *io, vlm_text_encoder *text, const vlm_text_encoder *dec,
+                        const char *prompt, int ctx_len);
+void vlm_caption_io_free(vlm_caption_io *io);
+/* Greedy decoding of up to max_tokens ids (EOS included) with io's specials. */
+vlm_gen_opts vlm_caption_gen_opts(const vlm_caption_io *io, int max_tokens);
+/* vlm_loss_fn of caption fine-tuning (user = the vlm_caption_io): the loader
+ * rows are caption tokens + EOS from io->dec (vlm_text_encode); the decoder
+ * reads [image tokens; fused prompt; BOS + caption] and the loss is the mean
+ * cross-entropy of the caption tokens and EOS (vlm_captioner_loss). */
+vlm_tensor *vlm_caption_batch_loss(vlm_ctx *ctx, const vlm_model *m, const vlm_batch *b,
+                                   void *user, vlm_anomaly *an);
+/* Captions of B preprocessed images (pixels [B, 3, S, S]) as text, out[B]
+ * malloc'd (free each). */
+int vlm_caption_texts(vlm_ctx *ctx, const vlm_model *m, const vlm_caption_io *io,
+                      const float *pixels, int B, const vlm_gen_opts *o, char **out);
+
+#define VLM_CAPTION_SAMPLES 8
+
+typedef struct {
+    double bleu[4];            /* BLEU-1..4 */
+    double cider;              /* CIDEr-D */
+    int64_t images, references; /* scored (images without references are left out) */
+    int n_samples;             /* the first images' captions, for display */
+    int64_t sample_image[VLM_CAPTION_SAMPLES];
+    char *sample_hyp[VLM_CAPTION_SAMPLES], *sample_refs[VLM_CAPTION_SAMPLES]; /* refs: " | " */
+    double seconds;
+} vlm_caption_metrics;
+
+typedef struct vlm_caption_evaluator vlm_caption_evaluator;
+
+/* Opens the dataset and reads its captions, grouped by image. Captions get
+ * at most max_tokens ids (EOS included); samples (<= VLM_CAPTION_SAMPLES) are
+ * kept for display. opts: image preprocessing, batch size, loader threads. */
+vlm_caption_evaluator *vlm_caption_evaluator_new(const char *dataset, const vlm_caption_io *io,
+                                                 const vlm_eval_opts *opts, int max_tokens,
+                                                 int samples);
+void vlm_caption_evaluator_free(vlm_caption_evaluator *e);
+/* Greedy captions of the first max_images images (0 = all), BLEU-1..4 and
+ * CIDEr-D against all references of each image; ctx is reset as it goes.
+ * Free m with vlm_caption_metrics_free. */
+int vlm_caption_evaluate(vlm_caption_evaluator *e, vlm_ctx *ctx, const vlm_model *model,
+                         int64_t max_images, vlm_caption_metrics *m);
+void vlm_caption_metrics_free(vlm_caption_metrics *m);
+cJSON *vlm_caption_metrics_json(const vlm_caption_metrics *m);
+void vlm_caption_metrics_print(FILE *f, const vlm_caption_metrics *m);
+
 /* ---- subcommands ----------------------------------------------------------------------- */
 
 /* vlm pretrain [-c CONFIG] [--set k=v]... [--resume RUN_DIR|CKPT] [--init FILE]
  * Exit status 0, 1 on failure, 2 on bad usage, 130 when interrupted (after
  * saving a checkpoint). */
 int vlm_cmd_pretrain(int argc, char **argv);
+/* vlm finetune [-c CONFIG] [--set k=v]... [--resume RUN_DIR|CKPT] [--init FILE]
+ * [--init-towers PATH] [--init-decoder PATH]: caption fine-tuning of a
+ * captioner; exit status as vlm_cmd_pretrain. */
+int vlm_cmd_finetune(int argc, char **argv);
 /* vlm eval --model RUN_DIR|FILE --dataset D [...] */
 int vlm_cmd_eval(int argc, char **argv);
 
@@ -248,10 +499,23 @@ int vlm_cmd_eval(int argc, char **argv);
  * $VLM_DATA_DIR (default ./data_cache), prepared first if missing; any other
  * spec is returned as is. malloc'd, NULL with error. */
 char *vlm_resolve_dataset(const char *spec);
-/* The run's text encoder: data.tokenizer as a path, or "train" (trained on
- * ds's captions into run_dir/tokenizer.json, reused when it exists). */
+/* The run's text encoder: data.tokenizer as a path (ds given, i.e. a
+ * training run: copied into run_dir as tokenizer.json or spiece.model); or
+ * "train" / "auto": run_dir/tokenizer.json or run_dir/spiece.model when there
+ * is one, else ("auto") the tokenizer of init.towers copied into run_dir,
+ * else one trained on ds's captions into run_dir/tokenizer.json (ds NULL: an
+ * error). Its vocabulary must fit model.text.vocab. */
 vlm_text_encoder *vlm_run_text_encoder(const vlm_run_cfg *cfg, const char *run_dir,
                                        vlm_dataset *ds);
+/* The same for a captioner's decoder (data.decoder_tokenizer), kept as
+ * run_dir/decoder_tokenizer.json, where vlm_bundle_load looks for it: a path
+ * is loaded and (ds given: a training run) copied there; "train" / "auto"
+ * reuse that file when it exists, else ("auto") copy the tokenizer.json
+ * beside init.decoder, else train one on ds's captions (model.decoder.vocab
+ * ids). Without ds (evaluating a run) the run's copy comes first. Its
+ * vocabulary must fit model.decoder.vocab. */
+vlm_text_encoder *vlm_run_decoder_tokenizer(const vlm_run_cfg *cfg, const char *run_dir,
+                                            vlm_dataset *ds);
 /* The SigLIP micro-batch loss used by pretraining (user = the run config). */
 vlm_tensor *vlm_siglip_batch_loss(vlm_ctx *ctx, const vlm_model *m, const vlm_batch *b,
                                   void *user, vlm_anomaly *an);
@@ -264,8 +528,18 @@ char *vlm_run_dir_of(const char *file);
  * environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT (see common.c); returns
  * only when it did not. argv[0] is the subcommand's name. */
 void vlm_prefer_passive_omp(int argc, char **argv);
+/* A copy of vlm_last_error() for a message that wraps it, e.g.
+ * vlm_set_error("eval: %s", vlm_error_copy()): vlm_set_error formats into the
+ * buffer vlm_last_error() points at, so passing that pointer itself as an
+ * argument garbles the message. Valid until the next call (per thread). */
+const char *vlm_error_copy(void);
+/* Whether path is a directory / a regular file (following links). */
+bool vlm_is_dir(const char *path);
+bool vlm_is_file(const char *path);
 /* mkdir -p; 0 or -1 with error. */
 int vlm_mkdirs(const char *path);
+/* Copies a file's bytes to dst through a temp file + rename. */
+int vlm_copy_file(const char *src, const char *dst);
 
 /* ---- benchmarks (train/bench_model.c) ------------------------------------------------ */
 

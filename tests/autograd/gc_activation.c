@@ -1,4 +1,5 @@
-/* Gradient-check cases: gelu, silu, sigmoid, tanh, exp, log, relu, dropout.
+/* Gradient-check cases: gelu, silu, silu_mul, sigmoid, tanh, exp, log, relu,
+ * dropout.
  *
  * Default tolerances throughout. Wider input ranges ([-4, 4], [-6, 6]) reach
  * the tails where the tanh/sigmoid terms saturate; log's inputs stay positive;
@@ -27,6 +28,17 @@ static vlm_tensor *f_dropout(vlm_ctx *ctx, vlm_tensor **x, void *u) {
     return vlm_dropout(ctx, x[0], 0.3f, true);
 }
 
+static vlm_tensor *f_silu_mul(vlm_ctx *ctx, vlm_tensor **x, void *u) {
+    (void)u;
+    return vlm_silu_mul(ctx, x[0], x[1]);
+}
+
+/* silu_mul(x, x): one tensor as gate and up, both grads land in one buffer */
+static vlm_tensor *f_silu_mul_same(vlm_ctx *ctx, vlm_tensor **x, void *u) {
+    (void)u;
+    return vlm_silu_mul(ctx, x[0], x[0]);
+}
+
 /* f(x) * x: the activation's grad arrives scaled per element, and x gets a
  * second contribution through mul (checks accumulation into a shared grad) */
 static vlm_tensor *f_gelu_times_x(vlm_ctx *ctx, vlm_tensor **x, void *u) {
@@ -43,6 +55,11 @@ static const gc_case cases[] = {
     {"silu", "[3,5]", f_silu, NULL, 1, {{2, {3, 5}}}},
     {"silu", "[2,3,4] in [-4,4]", f_silu, NULL, 1, {{3, {2, 3, 4}, -4.0f, 4.0f}}},
     {"silu", "[13] in [-8,8]", f_silu, NULL, 1, {{1, {13}, -8.0f, 8.0f}}},
+
+    {"silu_mul", "[3,5] x [3,5]", f_silu_mul, NULL, 2, {{2, {3, 5}}, {2, {3, 5}}}},
+    {"silu_mul", "[2,3,4] in [-6,6]", f_silu_mul, NULL, 2,
+     {{3, {2, 3, 4}, -6.0f, 6.0f}, {3, {2, 3, 4}, -2.0f, 2.0f}}},
+    {"silu_mul", "gate = up [13]", f_silu_mul_same, NULL, 1, {{1, {13}, -4.0f, 4.0f}}},
 
     {"sigmoid", "[3,5]", f_sigmoid, NULL, 1, {{2, {3, 5}}}},
     {"sigmoid", "[2,3,4] in [-6,6]", f_sigmoid, NULL, 1, {{3, {2, 3, 4}, -6.0f, 6.0f}}},

@@ -1,10 +1,14 @@
 /* test_activation.c - gelu, silu, sigmoid, tanh, exp, log, relu, dropout:
- * forward values against closed forms and hand-computed constants, behaviour
- * at extreme inputs, grads on tensors large enough for the parallel loops,
- * dropout statistics and determinism, errors, and the tape. */
+ * forward values against closed forms and hand-computed constants, the
+ * vectorised tanh / exp / sigmoid / gelu / silu against double over the
+ * whole float range (ulp errors, NaN and Inf), behaviour at extreme inputs,
+ * grads on tensors large enough for the parallel loops, dropout statistics
+ * and determinism, errors, and the tape. */
 #include "autograd.h"
 #include "test.h"
 
+#include <float.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,6 +172,147 @@ static void test_grads_extreme(void) {
     }
 }
 
+/* ---- the vectorised kernels against double --------------------------------------------
+ * tanh, exp and sigmoid run on vectorised polynomials (autograd/vmath.h), not
+ * libm. Inputs: every 4099th float bit pattern (about a million values over
+ * the whole range: tiny, subnormal, huge, both signs) plus the specials.
+ * Error in units in the last place of the correctly rounded f32 result. */
+
+static double ulp_of(double r) { /* spacing of floats at |r| (subnormal: 2^-149) */
+    int e;
+    frexp(fabs(r), &e);
+    double u = ldexp(1.0, e - 24);
+    return u < 0x1p-149 ? 0x1p-149 : u;
+}
+
+/* Error of got against the double reference in ulp; 0 for matching NaN/Inf. */
+static double ulp_err(float got, double want) {
+    if (isnan(want)) return isnan(got) ? 0 : INFINITY;
+    float w = (float)want;
+    if (isinf(w)) return got == w ? 0 : INFINITY;
+    return fabs((double)got - want) / ulp_of(want);
+}
+
+static float *sweep_inputs(int64_t *n) {
+    static const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, FLT_MAX,
+                                     -FLT_MAX, FLT_MIN, -FLT_MIN, 1e-45f, -1e-45f, 88.72f,
+                                     88.73f, -87.3f, -103.9f, -104.1f, 9.0f, 9.02f, -9.02f,
+                                     10.0f, 0.625f, -0.625f, 0.62499994f, 1e20f, -1e20f};
+    int64_t ns = (int64_t)(sizeof specials / sizeof specials[0]), step = 4099;
+    *n = ns + (0x100000000LL + step - 1) / step;
+    float *x = malloc((size_t)*n * sizeof *x);
+    for (int64_t i = 0; x && i < *n; i++) {
+        uint32_t u = (uint32_t)((i - ns) * step);
+        if (i < ns)
+            x[i] = specials[i];
+        else
+            memcpy(&x[i], &u, sizeof u);
+    }
+    return x;
+}
+
+static double sigmoid_ref_stable(double x) {
+    return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+}
+
+static void check_ulp(const char *name, unary_fn f, double (*ref)(double), double max_ulp) {
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    int64_t n;
+    float *xv = sweep_inputs(&n);
+    vlm_tensor *y = xv ? f(ctx, vec(ctx, n, xv)) : NULL;
+    CHECK(y != NULL, "%s: %s", name, vlm_last_error());
+    double worst = 0;
+    float at = 0;
+    for (int64_t i = 0; y && i < n; i++) {
+        double e = ulp_err(vlm_f32(y)[i], ref(xv[i]));
+        if (!(e <= worst)) worst = e, at = xv[i];
+    }
+    printf("%-8s max error %.3f ulp (at x = %.9g) over %lld inputs\n", name, worst, at,
+           (long long)n);
+    CHECK(worst <= max_ulp, "%s: %.3f ulp at x = %.9g (allowed %g)", name, worst, at, max_ulp);
+    free(xv);
+    vlm_ctx_free(ctx);
+}
+
+/* gelu and silu multiply x by a saturating factor: near the saturation the
+ * result is a small difference, so the bound is in ulp of the terms' scale
+ * (|x| / 2 for gelu, |x| for silu) rather than of the result. NaN in gives
+ * NaN out, as do the IEEE products inf * 0 at -inf; +inf gives +inf. */
+static void check_scaled(const char *name, unary_fn f, double (*ref)(double), double scale,
+                         double max_ulp) {
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    int64_t n;
+    float *xv = sweep_inputs(&n);
+    vlm_tensor *y = xv ? f(ctx, vec(ctx, n, xv)) : NULL;
+    CHECK(y != NULL, "%s: %s", name, vlm_last_error());
+    double worst = 0;
+    float at = 0;
+    int64_t bad_special = 0;
+    for (int64_t i = 0; y && i < n; i++) {
+        float x = xv[i], got = vlm_f32(y)[i];
+        if (isnan(x) || isinf(x)) {
+            bad_special += isnan(x) || x < 0 ? !isnan(got) : got != INFINITY;
+            continue;
+        }
+        double r = ref(x), e = fabs((double)got - r) / ulp_of(fmax(fabs(r), scale * fabs(x)));
+        if (isinf((float)r)) e = got == (float)r ? 0 : INFINITY;
+        if (!(e <= worst)) worst = e, at = x;
+    }
+    printf("%-8s max error %.3f ulp of max(|f(x)|, %g |x|) (at x = %.9g)\n", name, worst, scale,
+           at);
+    CHECK(worst <= max_ulp, "%s: %.3f ulp at x = %.9g (allowed %g)", name, worst, at, max_ulp);
+    CHECK(bad_special == 0, "%s: %lld NaN/Inf inputs gave the wrong special", name,
+          (long long)bad_special);
+    free(xv);
+    vlm_ctx_free(ctx);
+}
+
+static void test_vector_math(void) {
+    check_ulp("tanh", vlm_tanh, tanh, 3);
+    check_ulp("exp", vlm_exp, exp, 2);
+    check_ulp("sigmoid", vlm_sigmoid, sigmoid_ref_stable, 3);
+    check_scaled("gelu", vlm_gelu, gelu_ref, 0.5, 4);
+    check_scaled("silu", vlm_silu, silu_ref, 1.0, 4);
+    /* the specials one by one, as libm and torch give them */
+    vlm_ctx *ctx = vlm_ctx_new(1 << 20);
+    CHECK(apply1(ctx, vlm_tanh, INFINITY) == 1.0f && apply1(ctx, vlm_tanh, -INFINITY) == -1.0f,
+          "tanh(+-inf) = +-1");
+    CHECK(isnan(apply1(ctx, vlm_tanh, NAN)) && isnan(apply1(ctx, vlm_exp, NAN)) &&
+              isnan(apply1(ctx, vlm_sigmoid, NAN)) && isnan(apply1(ctx, vlm_gelu, NAN)),
+          "NaN propagates");
+    CHECK(apply1(ctx, vlm_exp, INFINITY) == INFINITY && apply1(ctx, vlm_exp, -INFINITY) == 0.0f &&
+              apply1(ctx, vlm_exp, 89.0f) == INFINITY,
+          "exp(inf) = inf, exp(-inf) = 0, exp(89) overflows");
+    CHECK(apply1(ctx, vlm_exp, -100.0f) == (float)exp(-100.0) && apply1(ctx, vlm_exp, -103.0f) > 0,
+          "exp keeps subnormal results: %g", apply1(ctx, vlm_exp, -100.0f));
+    CHECK(apply1(ctx, vlm_sigmoid, INFINITY) == 1.0f && apply1(ctx, vlm_sigmoid, -INFINITY) == 0.0f,
+          "sigmoid(+-inf) = 1, 0");
+    CHECK(apply1(ctx, vlm_gelu, INFINITY) == INFINITY, "gelu(inf) = inf");
+    vlm_ctx_free(ctx);
+}
+
+/* The gelu backward (also vectorised) against the derivative in double, on
+ * the scale of its terms: |dy/dx| <= ~1.13, so an absolute bound. */
+static void test_gelu_grad_wide(void) {
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    int64_t n = 1 << 20;
+    float *xv = malloc((size_t)n * sizeof *xv);
+    for (int64_t i = 0; xv && i < n; i++) xv[i] = -30.0f + 60.0f * (float)i / (float)n;
+    vlm_tensor *x = xv ? vec(ctx, n, xv) : NULL;
+    if (x) x->requires_grad = true;
+    vlm_tensor *y = vlm_gelu(ctx, x);
+    CHECK(y && vlm_backward_from(ctx, 0, y, NULL) == 0, "gelu: %s", vlm_last_error());
+    double worst = 0;
+    for (int64_t i = 0; y && x->grad && i < n; i++) {
+        double e = fabs(x->grad[i] - gelu_grad_ref(xv[i]));
+        if (!(e <= worst)) worst = e;
+    }
+    printf("gelu'    max abs error %.3g on [-30, 30]\n", worst);
+    CHECK(worst < 1e-6, "gelu' max abs error %.3g", worst);
+    free(xv);
+    vlm_ctx_free(ctx);
+}
+
 /* ---- dropout ------------------------------------------------------------------------- */
 
 static vlm_tensor *ones(vlm_ctx *ctx, int64_t n) {
@@ -319,6 +464,8 @@ static void test_tape(void) {
 
 int main(void) {
     test_values();
+    test_vector_math();
+    test_gelu_grad_wide();
     test_grads_large();
     test_grads_extreme();
     test_dropout_stats();

@@ -155,6 +155,38 @@ static void test_tape_accumulation(void) {
     vlm_params_free(p);
 }
 
+/* Once the backward has consumed an op output's grad it is released (NULL)
+ * and its buffer reused, so a chain of n equal ops holds two grads at a time,
+ * not n; leaves keep theirs. vlm_ctx_retain_grads keeps every one. */
+static void test_grad_release(void) {
+    const int64_t n = 1 << 18, depth = 20;
+    for (int retain = 0; retain < 2; retain++) {
+        vlm_ctx *ctx = vlm_ctx_new(0);
+        vlm_ctx_retain_grads(ctx, retain);
+        vlm_tensor *x = vlm_zeros(ctx, VLM_F32, 1, &n);
+        for (int64_t i = 0; i < n; i++) vlm_f32(x)[i] = (float)(i % 7);
+        x->requires_grad = true;
+        vlm_tensor *a = vlm_scale(ctx, x, 2.0f), *y = vlm_mul(ctx, a, a); /* a used twice */
+        vlm_tensor *mid = y;
+        for (int k = 0; k < depth; k++) y = vlm_scale(ctx, y, 1.0f);
+        size_t before = vlm_arena_used(ctx);
+        CHECK(vlm_backward(ctx, vlm_sum_all(ctx, y)) == 0, "backward: %s", vlm_last_error());
+        size_t grads = vlm_arena_peak(ctx) - before;
+        int64_t bad = 0; /* d sum((2x)^2) / dx = 8x */
+        for (int64_t i = 0; x->grad && i < n; i++) bad += x->grad[i] != 8.0f * vlm_f32(x)[i];
+        CHECK(x->grad && bad == 0, "leaf grad (retain %d): %lld wrong", retain, (long long)bad);
+        CHECK(retain ? a->grad && mid->grad && y->grad : !a->grad && !mid->grad && !y->grad,
+              "op outputs' grads %s", retain ? "kept" : "released");
+        size_t one = (size_t)n * sizeof(float);
+        printf("grad bytes in the arena over %lld chained ops (retain %d): %zu (%.1f grads)\n",
+               (long long)depth + 2, retain, grads, (double)grads / (double)one);
+        CHECK(retain ? grads > (size_t)depth * one : grads < 4 * one,
+              "retain %d: %zu bytes of grads for %lld ops of %zu bytes", retain, grads,
+              (long long)depth + 2, one);
+        vlm_ctx_free(ctx);
+    }
+}
+
 /* The checker catches a deliberately wrong backward and passes the right one. */
 static vlm_tensor *f_scale(vlm_ctx *ctx, vlm_tensor **x, void *u) {
     (void)u;
@@ -187,6 +219,7 @@ int main(void) {
     test_arena();
     test_params();
     test_tape_accumulation();
+    test_grad_release();
     test_gradcheck_catches_mutation();
     return TEST_DONE();
 }

@@ -2,7 +2,8 @@
  * GEMM (against an f64 reference on the bf16-rounded operands and against the
  * f32 GEMM), its primitive cache, linear/matmul forward and backward in BF16
  * and F16 modes against F32 mode, the arena bytes kept for backward, linear
- * on an input already in bf16/f16, a small MLP trained in all three modes,
+ * on an input already in bf16/f16, the *_lowp ops (outputs in the storage
+ * type) and gelu / silu_mul on such inputs, a small MLP trained in all three modes,
  * and F32 mode staying bit-identical after a context has been switched.
  *
  * `test_mixed bench [reps] [cpu]` measures instead of testing: GFLOP/s of
@@ -533,8 +534,9 @@ static void test_linear_bf16_exact(void) {
 
 /* ---- memory kept for backward ------------------------------------------------------
  * In F32 mode the node keeps x by reference: its f32 buffer (4 bytes per
- * element) must outlive the forward. In BF16 mode backward reads a bf16 copy
- * (2 bytes per element) plus the bf16 weight; in F16 mode an f16 copy only.
+ * element) must outlive the forward. In BF16 and F16 mode backward reads a
+ * 2-byte copy of x; the weight is read from the f32 parameter (BF16 mode
+ * rounds it again in backward), so no copy of it is kept.
  * Sizes are multiples of 32 elements, so the arena's 64-byte rounding adds
  * nothing and the byte counts are exact. */
 static size_t linear_forward_bytes(vlm_precision p, bool x_grad, bool w_grad, int64_t R, int64_t I,
@@ -553,7 +555,7 @@ static size_t linear_forward_bytes(vlm_precision p, bool x_grad, bool w_grad, in
 
 static void test_saved_bytes(void) {
     const int64_t R = 512, I = 384, O = 128;
-    const size_t xf32 = (size_t)(R * I) * 4, wbf16 = (size_t)(O * I) * 2;
+    const size_t xf32 = (size_t)(R * I) * 4;
     size_t f32 = linear_forward_bytes(VLM_PREC_F32, true, true, R, I, O);
     size_t bf16 = linear_forward_bytes(VLM_PREC_BF16, true, true, R, I, O);
     size_t f16 = linear_forward_bytes(VLM_PREC_F16, true, true, R, I, O);
@@ -561,14 +563,13 @@ static void test_saved_bytes(void) {
            "(x in f32 = %zu)\n",
            (long long)R, (long long)I, (long long)O, (long long)I, f32, bf16, f16, xf32);
     /* the saved activation: half of x's f32 bytes */
-    CHECK(bf16 - f32 - wbf16 == xf32 / 2, "bf16 saved activation: %zu bytes, expected %zu",
-          bf16 - f32 - wbf16, xf32 / 2);
+    CHECK(bf16 - f32 == xf32 / 2, "bf16 saved activation: %zu bytes, expected %zu", bf16 - f32,
+          xf32 / 2);
     CHECK(f16 - f32 == xf32 / 2, "f16 saved activation: %zu bytes, expected %zu", f16 - f32,
           xf32 / 2);
-    /* frozen weight: no activation copy kept, only the weight's (for dX) */
+    /* frozen weight: no activation copy kept, and no weight copy either */
     size_t frozen = linear_forward_bytes(VLM_PREC_BF16, true, false, R, I, O);
-    CHECK(frozen - f32 == wbf16, "bf16, frozen weight: kept %zu bytes, expected %zu", frozen - f32,
-          wbf16);
+    CHECK(frozen == f32, "bf16, frozen weight: kept %zu extra bytes", frozen - f32);
     /* data input (no grad): only the activation copy (for dW) */
     size_t data = linear_forward_bytes(VLM_PREC_BF16, false, true, R, I, O);
     CHECK(data - f32 == xf32 / 2, "bf16, data input: kept %zu bytes, expected %zu", data - f32,
@@ -615,9 +616,8 @@ static void test_linear_lowp_input(void) {
                       memcmp(xl->grad, dx0, (size_t)(R * I) * 4) == 0,
                   "%s: linear on a %s x differs from linear on the f32 x", pn,
                   vlm_dtype_name(modes[m].dt));
-            /* arena: y (tensor struct + data) and, in BF16 mode, the weight copy */
-            size_t expect =
-                (size_t)(R * O) * 4 + (modes[m].p == VLM_PREC_BF16 ? (size_t)(O * I) * 2 : 0);
+            /* arena: y (tensor struct + data) only */
+            size_t expect = (size_t)(R * O) * 4;
             CHECK(kept <= expect + 256 && kept >= expect,
                   "%s: linear on a %s x used %zu arena bytes, expected %zu (+ the struct)", pn,
                   vlm_dtype_name(modes[m].dt), kept, expect);
@@ -633,6 +633,130 @@ static void test_linear_lowp_input(void) {
               vlm_last_error());
         vlm_ctx_free(ctx);
     }
+}
+
+/* ---- the *_lowp ops ------------------------------------------------------------------
+ * In BF16 and F16 mode each _lowp op stores exactly what converting the plain
+ * op's f32 output gives (vlm_linear_lowp in BF16 mode: the primitive rounds
+ * its f32 sum, within one bf16 ulp of that), its backward gives bit for bit
+ * the plain op's grads, and gelu / silu_mul on a low-precision input equal the
+ * plain op on the widened values. F32 mode: the plain ops themselves. */
+
+typedef enum { LP_LAYERNORM, LP_RMSNORM, LP_GELU, LP_SILU_MUL, LP_LINEAR, LP_COUNT } lp_op;
+static const char *const lp_names[LP_COUNT] = {"layernorm", "rmsnorm", "gelu", "silu_mul",
+                                               "linear"};
+
+typedef struct {
+    vlm_tensor *x, *u, *w, *b, *lw, *lb; /* inputs; w/b: norm gains, lw/lb: linear */
+} lp_inputs;
+
+static vlm_tensor *lp_apply(vlm_ctx *ctx, lp_op op, const lp_inputs *in, bool lowp) {
+    switch (op) {
+    case LP_LAYERNORM:
+        return (lowp ? vlm_layernorm_lowp : vlm_layernorm)(ctx, in->x, in->w, in->b, 1e-5f);
+    case LP_RMSNORM: return (lowp ? vlm_rmsnorm_lowp : vlm_rmsnorm)(ctx, in->x, in->w, 1e-5f);
+    case LP_GELU: return (lowp ? vlm_gelu_lowp : vlm_gelu)(ctx, in->x);
+    case LP_SILU_MUL: return (lowp ? vlm_silu_mul_lowp : vlm_silu_mul)(ctx, in->x, in->u);
+    default: return (lowp ? vlm_linear_lowp : vlm_linear)(ctx, in->x, in->lw, in->lb);
+    }
+}
+
+/* y and x's grad (malloc'd copies) of one op, with upstream grad g. */
+static void lp_run(vlm_precision p, lp_op op, bool lowp, const float *g, vlm_tensor **y_out,
+                   float **y_f32, float **dx, vlm_ctx **keep_ctx) {
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    vlm_ctx_set_precision(ctx, p);
+    rng = 99;
+    const int64_t R = 48, D = 64, O = 40;
+    lp_inputs in = {rand_tensor(ctx, 2, (int64_t[]){R, D}, true),
+                    rand_tensor(ctx, 2, (int64_t[]){R, D}, true),
+                    rand_tensor(ctx, 1, (int64_t[]){D}, true),
+                    rand_tensor(ctx, 1, (int64_t[]){D}, true),
+                    rand_tensor(ctx, 2, (int64_t[]){O, D}, true),
+                    rand_tensor(ctx, 1, (int64_t[]){O}, true)};
+    vlm_tensor *y = lp_apply(ctx, op, &in, lowp);
+    CHECK(y != NULL, "%s%s: %s", lp_names[op], lowp ? "_lowp" : "", vlm_last_error());
+    *y_f32 = y ? malloc((size_t)y->numel * sizeof(float)) : NULL;
+    if (y) vlm_convert(*y_f32, VLM_F32, y->data, y->dtype, y->numel);
+    CHECK(y && vlm_backward_from(ctx, 0, y, g) == 0, "%s backward: %s", lp_names[op],
+          vlm_last_error());
+    *dx = copy_or_null(in.x->grad, in.x->numel);
+    *y_out = y;
+    *keep_ctx = ctx;
+}
+
+static void test_lowp_ops(void) {
+    static const vlm_precision modes[] = {VLM_PREC_F32, VLM_PREC_BF16, VLM_PREC_F16};
+    float *g = malloc(48 * 64 * sizeof *g);
+    fill(g, 48 * 64, 1.0f);
+    for (int m = 0; m < 3; m++) {
+        vlm_dtype want = modes[m] == VLM_PREC_BF16 ? VLM_BF16
+                         : modes[m] == VLM_PREC_F16 ? VLM_F16
+                                                    : VLM_F32;
+        for (int op = 0; op < LP_COUNT; op++) {
+            vlm_tensor *y0, *y1;
+            float *f0, *f1, *d0, *d1;
+            vlm_ctx *c0, *c1;
+            lp_run(modes[m], (lp_op)op, false, g, &y0, &f0, &d0, &c0);
+            lp_run(modes[m], (lp_op)op, true, g, &y1, &f1, &d1, &c1);
+            const char *pn = vlm_precision_name(modes[m]);
+            if (y0 && y1 && f0 && f1 && d0 && d1) {
+                CHECK(y1->dtype == want, "%s_lowp in %s mode gives %s", lp_names[op], pn,
+                      vlm_dtype_name(y1->dtype));
+                int64_t bad = 0;
+                for (int64_t i = 0; i < y0->numel; i++) {
+                    float r = want == VLM_BF16 ? bf16r(f0[i])
+                              : want == VLM_F16 ? vlm_f16_to_f32(vlm_f32_to_f16(f0[i]))
+                                                : f0[i];
+                    /* the bf16-output GEMM rounds its own f32 sum: one bf16 ulp */
+                    float tol = op == LP_LINEAR && want == VLM_BF16 ? fabsf(r) / 128 : 0;
+                    bad += !(fabsf(f1[i] - r) <= tol);
+                }
+                CHECK(bad == 0, "%s_lowp (%s): %lld outputs differ from the rounded f32 op",
+                      lp_names[op], pn, (long long)bad);
+                CHECK(memcmp(d0, d1, 48 * 64 * sizeof *d0) == 0,
+                      "%s_lowp (%s): grads differ from the f32 op's", lp_names[op], pn);
+            }
+            free(f0), free(f1), free(d0), free(d1);
+            vlm_ctx_free(c0), vlm_ctx_free(c1);
+        }
+    }
+    free(g);
+}
+
+/* gelu / silu_mul on bf16 inputs (as vlm_linear_lowp gives them): the plain
+ * op on the widened values, forward and grads bit for bit; refused in F32 mode. */
+static void test_lowp_inputs(void) {
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    vlm_ctx_set_precision(ctx, VLM_PREC_BF16);
+    const int64_t n = 5000; /* several chunks and a tail */
+    vlm_tensor *a = rand_tensor(ctx, 1, &n, true), *b = rand_tensor(ctx, 1, &n, true);
+    for (int64_t i = 0; i < n; i++) /* bf16-exact values, up to |x| = 8 */
+        vlm_f32(a)[i] = bf16r(8 * vlm_f32(a)[i]), vlm_f32(b)[i] = bf16r(vlm_f32(b)[i]);
+    vlm_tensor *al = vlm_tensor_new(ctx, VLM_BF16, 1, &n);
+    vlm_tensor *bl = vlm_tensor_new(ctx, VLM_BF16, 1, &n);
+    vlm_convert(al->data, VLM_BF16, a->data, VLM_F32, n);
+    vlm_convert(bl->data, VLM_BF16, b->data, VLM_F32, n);
+    al->requires_grad = bl->requires_grad = true;
+    float *g = malloc((size_t)n * sizeof *g);
+    fill(g, n, 1.0f);
+    vlm_tensor *y[4] = {vlm_gelu(ctx, a), vlm_gelu(ctx, al), vlm_silu_mul(ctx, a, b),
+                        vlm_silu_mul(ctx, al, bl)};
+    for (int k = 0; k < 4; k++)
+        CHECK(y[k] && vlm_backward_from(ctx, 0, y[k], g) == 0, "op %d: %s", k, vlm_last_error());
+    if (y[0] && y[1] && y[2] && y[3] && a->grad && al->grad && b->grad && bl->grad) {
+        CHECK(!memcmp(y[0]->data, y[1]->data, (size_t)n * 4) &&
+                  !memcmp(y[2]->data, y[3]->data, (size_t)n * 4),
+              "gelu / silu_mul on bf16 inputs differ from the f32 op on the same values");
+        CHECK(!memcmp(a->grad, al->grad, (size_t)n * 4) &&
+                  !memcmp(b->grad, bl->grad, (size_t)n * 4),
+              "grads through bf16 inputs differ");
+    }
+    vlm_ctx_set_precision(ctx, VLM_PREC_F32);
+    CHECK(vlm_gelu(ctx, al) == NULL && strstr(vlm_last_error(), "storage type"),
+          "bf16 input in f32 mode must be refused: %s", vlm_last_error());
+    free(g);
+    vlm_ctx_free(ctx);
 }
 
 /* ---- a small MLP trained in each mode ------------------------------------------------ */
@@ -962,6 +1086,8 @@ int main(int argc, char **argv) {
     test_linear_bf16_exact();
     test_saved_bytes();
     test_linear_lowp_input();
+    test_lowp_ops();
+    test_lowp_inputs();
     test_mlp_training();
     test_bad_mode();
     return TEST_DONE();

@@ -158,11 +158,14 @@ static void test_reshape(vlm_ctx *ctx) {
     vlm_tensor *e = vlm_zeros(ctx, VLM_F32, 2, (int64_t[]){0, 3});
     CHECK_ERR(vlm_reshape(ctx, e, 2, (int64_t[]){0, -1}), "reshape", "[0, 3]");
 
-    /* the view's grad is its own: d sum(y) / dx = 1 lands in x->grad only */
+    /* the view's grad is its own: d sum(y) / dx = 1 lands in x->grad only
+     * (retained to look at it: op outputs' grads are released by default) */
     x->requires_grad = true;
     y = vlm_reshape(ctx, x, 1, (int64_t[]){24});
     vlm_tensor *loss = vlm_sum_all(ctx, y);
+    vlm_ctx_retain_grads(ctx, true);
     CHECK(vlm_backward(ctx, loss) == 0, "backward: %s", vlm_last_error());
+    vlm_ctx_retain_grads(ctx, false);
     CHECK(x->grad && y->grad && x->grad != y->grad, "separate grad buffers");
     int ones = 0;
     for (int i = 0; x->grad && i < 24; i++) ones += x->grad[i] == 1.0f;

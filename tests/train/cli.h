@@ -101,6 +101,31 @@ static inline char *loss_lines(const char *metrics) {
     return out;
 }
 
+/* Whether two metrics.jsonl files log the same losses, bit for bit. */
+static inline bool same_losses(const char *a, const char *b) {
+    char *x = loss_lines(a), *y = loss_lines(b);
+    bool same = x && y && *x && strcmp(x, y) == 0;
+    if (!same) fprintf(stderr, "losses differ:\n%s---\n%s", x ? x : "", y ? y : "");
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Mean of the first / last k losses of the train events; *n = their count. */
+static inline void loss_ends(const char *metrics, int k, double *first, double *last, int *n) {
+    char *lines = loss_lines(metrics);
+    static double v[4096];
+    *n = 0;
+    for (char *l = lines ? strtok(lines, "\n") : NULL; l && *n < 4096; l = strtok(NULL, "\n"))
+        v[(*n)++] = atof(strchr(l, ' ') + 1);
+    free(lines);
+    *first = *last = 0;
+    for (int i = 0; i < k && i < *n; i++) {
+        *first += v[i] / k;
+        *last += v[*n - 1 - i] / k;
+    }
+}
+
 static inline int make_tmpdir(const char *name) {
     vlm_bin = getenv("VLM_BINARY");
     if (!vlm_bin || !exists(vlm_bin)) {

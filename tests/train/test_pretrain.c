@@ -10,21 +10,6 @@
 
 #include <math.h>
 
-/* Mean of the first / last k losses of the train events. */
-static void loss_ends(const char *metrics, int k, double *first, double *last, int *n) {
-    char *lines = loss_lines(metrics);
-    double v[4096];
-    *n = 0;
-    for (char *l = lines ? strtok(lines, "\n") : NULL; l && *n < 4096; l = strtok(NULL, "\n"))
-        v[(*n)++] = atof(strchr(l, ' ') + 1);
-    free(lines);
-    *first = *last = 0;
-    for (int i = 0; i < k && i < *n; i++) {
-        *first += v[i] / k;
-        *last += v[*n - 1 - i] / k;
-    }
-}
-
 static void check_run_dir(void) {
     CHECK(exists(tpath("run/config.json")), "config.json");
     CHECK(file_has(tpath("run/config.json"), "\"batch_size\":\t8"), "resolved config");

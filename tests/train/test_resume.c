@@ -15,15 +15,6 @@
 #include <signal.h>
 #include <time.h>
 
-static bool same_losses(const char *a, const char *b) {
-    char *x = loss_lines(a), *y = loss_lines(b);
-    bool same = x && y && *x && strcmp(x, y) == 0;
-    if (!same) fprintf(stderr, "losses differ:\n%s---\n%s", x ? x : "", y ? y : "");
-    free(x);
-    free(y);
-    return same;
-}
-
 static void test_exact_resume(void) {
     CHECK(vlm_run("A.log", "pretrain -c tiny.json --set out=A") == 0, "straight run");
     CHECK(vlm_run("B1.log", "pretrain -c tiny.json --set out=B --stop-after 17") == 0, "first half");

@@ -3,7 +3,7 @@
  * whole batch; greedy or sampled (temperature, top-k, top-p) from seeded
  * per-sequence streams. A reference path re-runs the full forward every step
  * so tests can check the cache against it. */
-#include "infer.h"
+#include "train.h"
 
 #include <math.h>
 #include <stdlib.h>

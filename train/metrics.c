@@ -1,13 +1,13 @@
 /* metrics.c - captioning metrics as pycocoevalcap computes them (BLEU-1..4
  * with the "closest" reference length, CIDEr-D), the PTB-style tokenizer
- * approximation they run on (documented in infer.h), and the zero-shot and
+ * approximation they run on (documented in train.h), and the zero-shot and
  * retrieval metrics over embeddings.
  *
  * N-grams are counted on interned word ids: every sentence becomes a sorted
  * array of (n-gram, count), so matching a hypothesis against a reference is
  * one merge walk, and document frequencies are one sort of the corpus's
  * per-image n-gram sets. */
-#include "infer.h"
+#include "train.h"
 
 #include <math.h>
 #include <stdlib.h>
