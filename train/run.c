@@ -470,9 +470,11 @@ static int finish(vlm_run *r) {
 
 static void run_free(vlm_run *r) {
     vlm_runlog_close(&r->log);
+    /* The loader first: its workers tokenize with the task's encoders (the
+     * decoder's, for finetune) and must be joined before those are freed. */
+    vlm_loader_free(r->loader);
     if (r->task->free) r->task->free(r);
     if (r->tr_live) vlm_trainer_free(&r->tr);
-    vlm_loader_free(r->loader); /* after the trainer: nothing uses it any more */
     vlm_text_encoder_free(r->enc);
     vlm_dataset_close(r->train_ds);
     free(r->val_path);
