@@ -31,7 +31,8 @@
 
 /* Message of the last failure in this thread ("" if none). */
 const char *vlm_last_error(void);
-/* Sets the thread's error message (printf-style) and returns -1. */
+/* Sets the thread's error message (printf-style) and returns -1. The
+ * arguments may include vlm_last_error() itself (wrapping a cause). */
 int vlm_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vlm_clear_error(void);
 

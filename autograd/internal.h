@@ -60,6 +60,9 @@ static inline float vlm_grad_keep(bool fresh) { return fresh ? 0.0f : 1.0f; }
  * nothing is copied. Returns false (do the normal update) otherwise, or when
  * grads are retained. */
 bool vlm_grad_steal(vlm_ctx *ctx, vlm_tensor *t, vlm_tensor *out);
+/* 64-byte (2 MiB from 2 MiB on, with huge pages advised) aligned memory for
+ * big long-lived buffers (arena blocks, the parameter store); free(). */
+void *vlm_big_alloc(size_t bytes);
 /* Drops the released grad buffers allocated at arena position >= used (the
  * arena is being rewound there). */
 void vlm_grad_free_trim(vlm_ctx *ctx, size_t used);

@@ -9,12 +9,11 @@
 
 #include <math.h>
 
-/* Output for a unary op on x, or NULL: x NULL (error already set) or not f32.
- * lowp: in the context's storage type (the *_lowp variants). */
-static vlm_tensor *unary_out(vlm_ctx *ctx, const char *op, vlm_tensor *x, bool lowp) {
+/* Output for a unary op on x, or NULL: x NULL (error already set) or not f32. */
+static vlm_tensor *unary_out(vlm_ctx *ctx, const char *op, vlm_tensor *x) {
     if (!x) return NULL;
     if (!vlm_check_f32(op, x, "input")) return NULL;
-    return vlm_tensor_new(ctx, lowp ? vlm_ctx_lowp_dtype(ctx) : VLM_F32, x->ndim, x->shape);
+    return vlm_new_like(ctx, x);
 }
 
 /* gelu and silu_mul also read inputs in the context's storage type (the
@@ -136,7 +135,7 @@ int vlm_gelu_backward(vlm_ctx *ctx, vlm_node *node) {
  * saturates to 0 or 1 instead of NaN. */
 
 vlm_tensor *vlm_sigmoid(vlm_ctx *ctx, vlm_tensor *x) {
-    vlm_tensor *y = unary_out(ctx, "sigmoid", x, false);
+    vlm_tensor *y = unary_out(ctx, "sigmoid", x);
     if (!y) return NULL;
     const float *xv = vlm_f32(x);
     float *yv = vlm_f32(y);
@@ -155,7 +154,7 @@ int vlm_sigmoid_backward(vlm_ctx *ctx, vlm_node *node) {
 /* ---- silu: y = x s, s = sigmoid(x);  dx += dy s (1 + x (1 - s)) -------------------- */
 
 vlm_tensor *vlm_silu(vlm_ctx *ctx, vlm_tensor *x) {
-    vlm_tensor *y = unary_out(ctx, "silu", x, false);
+    vlm_tensor *y = unary_out(ctx, "silu", x);
     if (!y) return NULL;
     const float *xv = vlm_f32(x);
     float *yv = vlm_f32(y);
@@ -248,7 +247,7 @@ int vlm_silu_mul_backward(vlm_ctx *ctx, vlm_node *node) {
 /* ---- tanh: y = tanh(x);  dx += dy (1 - y^2) ------------------------------------------ */
 
 vlm_tensor *vlm_tanh(vlm_ctx *ctx, vlm_tensor *x) {
-    vlm_tensor *y = unary_out(ctx, "tanh", x, false);
+    vlm_tensor *y = unary_out(ctx, "tanh", x);
     if (!y) return NULL;
     const float *xv = vlm_f32(x);
     float *yv = vlm_f32(y);
@@ -267,7 +266,7 @@ int vlm_tanh_backward(vlm_ctx *ctx, vlm_node *node) {
 /* ---- exp: y = e^x;  dx += dy y (overflows to inf above x ~ 88.7, like torch) ------- */
 
 vlm_tensor *vlm_exp(vlm_ctx *ctx, vlm_tensor *x) {
-    vlm_tensor *y = unary_out(ctx, "exp", x, false);
+    vlm_tensor *y = unary_out(ctx, "exp", x);
     if (!y) return NULL;
     const float *xv = vlm_f32(x);
     float *yv = vlm_f32(y);
@@ -288,7 +287,7 @@ int vlm_exp_backward(vlm_ctx *ctx, vlm_node *node) {
  * and log(NaN) are NaN. Callers that need a floor clamp before. */
 
 vlm_tensor *vlm_log(vlm_ctx *ctx, vlm_tensor *x) {
-    vlm_tensor *y = unary_out(ctx, "log", x, false);
+    vlm_tensor *y = unary_out(ctx, "log", x);
     if (!y) return NULL;
     const float *xv = vlm_f32(x);
     float *yv = vlm_f32(y);
@@ -309,7 +308,7 @@ int vlm_log_backward(vlm_ctx *ctx, vlm_node *node) {
  * grad at the kink x = 0 is 0, also as in torch. */
 
 vlm_tensor *vlm_relu(vlm_ctx *ctx, vlm_tensor *x) {
-    vlm_tensor *y = unary_out(ctx, "relu", x, false);
+    vlm_tensor *y = unary_out(ctx, "relu", x);
     if (!y) return NULL;
     const float *xv = vlm_f32(x);
     float *yv = vlm_f32(y);

@@ -85,10 +85,12 @@ vlm_tensor *vlm_param_add(vlm_params *p, const char *name, int ndim, const int64
 int vlm_params_finalize(vlm_params *p) {
     if (p->values) return vlm_set_error("params: finalize called twice");
     size_t bytes = (size_t)(p->numel ? p->numel : 1) * sizeof(float);
-    p->values = calloc(1, bytes);
-    p->grads = calloc(1, bytes);
+    p->values = vlm_big_alloc(bytes); /* huge pages: the optimizer streams through both */
+    p->grads = vlm_big_alloc(bytes);
     if (!p->values || !p->grads)
         return vlm_set_error("params: out of memory for %lld parameters", (long long)p->numel);
+    memset(p->values, 0, bytes);
+    memset(p->grads, 0, bytes);
     int64_t off = 0;
     for (int i = 0; i < p->count; i++) {
         p->items[i]->data = p->values + off;

@@ -57,7 +57,7 @@ static int bind_config(const cJSON *root, bundle_cfg *c) {
     int rc = cJSON_GetObjectItemCaseSensitive(root, "model")
                  ? vlm_run_cfg_bind(root, &c->run)
                  : vlm_cfg_bind(root, vlm_model_cfg_fields, &c->run.model, "model");
-    if (rc) return vlm_set_error("%s: %s", c->file, vlm_error_copy());
+    if (rc) return vlm_set_error("%s: %s", c->file, vlm_last_error());
     return 0;
 }
 
@@ -157,7 +157,7 @@ static vlm_model *load_model(bundle_cfg *c, const char *weights) {
     if (c->hf && vlm_model_cfg_from_hf_siglip(&c->run.model, c->file, weights)) return NULL;
     vlm_model *m = vlm_model_new(&c->run.model, 0);
     if (!m) {
-        vlm_set_error("%s: %s", c->file, vlm_error_copy());
+        vlm_set_error("%s: %s", c->file, vlm_last_error());
         return NULL;
     }
     if (c->hf ? vlm_load_hf_siglip(m, weights) : load_own(m, weights)) {
@@ -287,7 +287,7 @@ int vlm_bundle_load_image(const vlm_bundle *b, const char *path, float *out) {
     if (vlm_image_load(path, NULL, &img)) return -1;
     int rc = vlm_image_to_input(&img, &b->image, NULL, out);
     vlm_image_free(&img);
-    if (rc) return vlm_set_error("%s: %s", path, vlm_error_copy());
+    if (rc) return vlm_set_error("%s: %s", path, vlm_last_error());
     return 0;
 }
 

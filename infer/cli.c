@@ -120,7 +120,7 @@ int cli_dataset_pixels(const vlm_bundle *b, vlm_dataset *ds, int64_t first, int6
         if (vlm_dataset_read_image(ds, first + i, &img)) return -1;
         int rc = vlm_image_to_input(&img, &b->image, NULL, out + i * px);
         vlm_image_free(&img);
-        if (rc) return vlm_set_error("dataset image %lld: %s", (long long)(first + i), vlm_error_copy());
+        if (rc) return vlm_set_error("dataset image %lld: %s", (long long)(first + i), vlm_last_error());
     }
     return 0;
 }

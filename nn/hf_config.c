@@ -390,10 +390,8 @@ static int siglip_text(vlm_text_cfg *t, const hf_keys *k, const vlm_st *st, int 
 
 /* "<a> + <b>: the derived config is invalid: <validate's message>" */
 static int invalid_derived(const char *config_json, const char *safetensors) {
-    char msg[768];
-    snprintf(msg, sizeof msg, "%s", vlm_last_error()); /* vlm_set_error overwrites it */
     return vlm_set_error("%s + %s: the derived config is invalid: %s", config_json, safetensors,
-                         msg);
+                         vlm_last_error());
 }
 
 /* An optional sub-object of a config.json: NULL when absent or null. */

@@ -265,20 +265,23 @@ for model in ("siglip", "caption"):
     some = next(r for d in data.values() for r in d.values())
     print("== %s (%s): batch %d, %.1f GFLOP/step ==" % (model, some["config"], some["batch"],
                                                        some["gflop_per_step"]))
-    print("%-20s %8s %8s %8s %9s %8s %6s  %s" % ("", "s/step", "min", "RSS MiB", "arena MiB",
-                                              "cpu/wall", "load1", "checkpointing"))
+    print("%-20s %8s %8s %8s %8s %9s %8s %6s  %s" % (
+        "", "s/step", "min", "cpu-s", "RSS MiB", "arena MiB", "cpu/wall", "load1", "checkpointing"))
     summ = {}
     for c, label in CONFIGS:
         d = data[c]
         if not d:
             continue
         steps_ = [s for r in d.values() for s in r["step_s"]]
+        cpus = [s for r in d.values() for s in r.get("cpu_s", [])]
         summ[c] = {"step": st.median(steps_), "rss": max(r["peak_rss_mib"] for r in d.values()),
                    "arena": max(r["arena_peak_mib"] for r in d.values()),
+                   "cpu": st.median(cpus) if cpus else None,
                    "round": {k: st.median(r["step_s"]) for k, r in d.items()}}
         loads = [float(r["loadavg"].split()[0]) for r in d.values() if r.get("loadavg")]
-        print("%-20s %8.3f %8.3f %8.0f %9.0f %8.2f %6s  %s" % (
-            label, summ[c]["step"], min(steps_), summ[c]["rss"], summ[c]["arena"],
+        print("%-20s %8.3f %8.3f %8s %8.0f %9.0f %8.2f %6s  %s" % (
+            label, summ[c]["step"], min(steps_), fmt(summ[c]["cpu"], ".3f"), summ[c]["rss"],
+            summ[c]["arena"],
             st.median(r["cpu_util"] for r in d.values()),
             fmt(st.median(loads) if loads else None, ".2f"),
             next(iter(d.values())).get("checkpoint_effect", "off")))
@@ -288,12 +291,12 @@ for model in ("siglip", "caption"):
             return
         A, B = summ[a], summ[b]
         paired = [A["round"][k] / B["round"][k] for k in A["round"] if k in B["round"]]
-        print("%-30s %7s %9s %7s %7s" % (
+        print("%-30s %7s %9s %7s %7s %7s" % (
             name, fmt(ratio(A["step"], B["step"]), ".3f"),
-            fmt(st.median(paired) if paired else None, ".3f"), fmt(ratio(A["rss"], B["rss"]), ".3f"),
-            fmt(ratio(A["arena"], B["arena"]), ".3f")))
+            fmt(st.median(paired) if paired else None, ".3f"), fmt(ratio(A["cpu"], B["cpu"]), ".3f"),
+            fmt(ratio(A["rss"], B["rss"]), ".3f"), fmt(ratio(A["arena"], B["arena"]), ".3f")))
     print()
-    print("%-30s %7s %9s %7s %7s" % ("ratio", "time", "time/rnd", "RSS", "arena"))
+    print("%-30s %7s %9s %7s %7s %7s" % ("ratio", "time", "time/rnd", "cpu-s", "RSS", "arena"))
     show("bf16 / f32", "bf16", "f32")
     show("f32: checkpointing on / off", "f32+ck", "f32")
     show("bf16: checkpointing on / off", "bf16+ck", "bf16")
@@ -302,7 +305,9 @@ for model in ("siglip", "caption"):
                for k in summ["f32"]["round"] if k in summ["bf16"]["round"]]
         print("bf16 speedup over f32: %.2fx (median step times), %.2fx (median of the per-round "
               "ratios)" % (summ["f32"]["step"] / summ["bf16"]["step"], st.median(rnd)))
-    print("(time/rnd: median over rounds of the ratio of the two runs' median step times)")
+    print("(time/rnd: median over rounds of the ratio of the two runs' median step times; cpu-s: "
+          "median process CPU seconds per step, the work done whatever the load, when waiting "
+          "threads sleep: OMP_WAIT_POLICY=passive)")
     print()
 EOF
 }

@@ -13,7 +13,7 @@
 # Everything goes into runs/demo-YYYYmmdd-HHMMSS/ (nothing earlier is touched);
 # the datasets are cached in $VLM_DATA_DIR (default ./data_cache).
 #
-#   scripts/demo.sh            # the full demo (about 15 + 10 minutes on 2 cores)
+#   scripts/demo.sh            # the full demo (about 15 minutes on 2 cores)
 #   scripts/demo.sh --quick    # a few steps of each, to check the pipeline (~2 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."

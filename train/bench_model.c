@@ -59,7 +59,9 @@ static void usage_model(FILE *f) {
             "an 8-token prompt (the text tower's ctx_len) and 32 caption tokens with\n"
             "random targets. Prints the median and min seconds per step, images/s,\n"
             "model GFLOP/s, MFU against the GEMM peak measured in this process, peak\n"
-            "RSS and the arena peak, then the same as one JSON line.\n"
+            "RSS, the arena peak and the load average, then the same as one JSON line\n"
+            "(with a hash of the final weights: equal hashes, bitwise equal training).\n"
+            "scripts/bench.sh --ratios compares f32/bf16 and checkpointing off/on.\n"
             "\n"
             "options:\n"
             "  --config FILE        model config (configs/bench-siglip.json, bench-caption.json)\n"
@@ -672,6 +674,9 @@ static int run_model(const bm_args *a) {
     cJSON *all = cJSON_AddArrayToObject(o, "step_s");
     for (int i = 0; all && i < a->steps; i++)
         cJSON_AddItemToArray(all, cJSON_CreateNumber(tm.step_s[i]));
+    cJSON *cpus = cJSON_AddArrayToObject(o, "cpu_s");
+    for (int i = 0; cpus && i < a->steps; i++)
+        cJSON_AddItemToArray(cpus, cJSON_CreateNumber(tm.cpu_s[i]));
     json_num(o, "cpu_util", cpu_med / med / threads);
     json_num(o, "images_per_s", B / med);
     json_num(o, "gflop_per_step", flops * 1e-9);

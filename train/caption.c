@@ -17,7 +17,7 @@ int vlm_caption_io_init(vlm_caption_io *io, vlm_text_encoder *text, const vlm_te
     io->prompt_mask = calloc((size_t)ctx_len, 1);
     if (!io->prompt_ids || !io->prompt_mask) return vlm_set_error("caption: out of memory");
     if (vlm_text_encode(text, prompt, io->prompt_ids, io->prompt_mask, ctx_len) < 0)
-        return vlm_set_error("data.prompt \"%s\": %s", prompt, vlm_error_copy());
+        return vlm_set_error("data.prompt \"%s\": %s", prompt, vlm_last_error());
     return 0;
 }
 

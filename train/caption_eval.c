@@ -172,7 +172,7 @@ int vlm_caption_evaluate(vlm_caption_evaluator *e, vlm_ctx *ctx, const vlm_model
     vlm_ctx_reset(ctx);
     if (hyps) vlm_strings_free(hyps, n);
     r->seconds = vlm_now() - t0;
-    if (rc) return vlm_set_error("eval: %s", vlm_error_copy());
+    if (rc) return vlm_set_error("eval: %s", vlm_last_error());
     return 0;
 }
 

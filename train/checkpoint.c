@@ -123,7 +123,7 @@ int vlm_ckpt_save(vlm_trainer *t, const char *path) {
     if (!rc) rc = add_meta(w, t, h);
     if (!rc) rc = vlm_st_writer_save(w, path);
     vlm_st_writer_free(w);
-    if (rc) return vlm_set_error("checkpoint %s: %s", path, vlm_error_copy());
+    if (rc) return vlm_set_error("checkpoint %s: %s", path, vlm_last_error());
     return 0;
 }
 
@@ -239,7 +239,7 @@ static int load_state(vlm_trainer *t, const vlm_st *st) {
                              vlm_st_path(st));
     if (vlm_loader_seek(t->loader, (vlm_loader_pos){lep, lb}))
         return vlm_set_error("checkpoint %s: %s (was the dataset or batch size changed?)",
-                             vlm_st_path(st), vlm_error_copy());
+                             vlm_st_path(st), vlm_last_error());
     t->step = step;
     t->epoch = epoch;
     t->samples = samples;

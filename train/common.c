@@ -10,12 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *vlm_error_copy(void) {
-    static _Thread_local char copy[1024];
-    snprintf(copy, sizeof copy, "%s", vlm_last_error());
-    return copy;
-}
-
 int vlm_mkdirs(const char *path) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)

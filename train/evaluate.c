@@ -300,7 +300,7 @@ int vlm_evaluate(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *model, int64_t
     free(labels);
     r->images = n;
     r->seconds = now() - t0;
-    if (rc) return vlm_set_error("eval: %s", vlm_error_copy());
+    if (rc) return vlm_set_error("eval: %s", vlm_last_error());
     return 0;
 }
 

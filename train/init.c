@@ -49,7 +49,7 @@ static int dir_weights(const char *key, const char *path, init_source *s) {
 /* The metadata's model config, when the weights are ours. */
 static int read_meta(const char *key, init_source *s) {
     vlm_st *st = vlm_st_open(s->weights);
-    if (!st) return vlm_set_error("%s: %s", key, vlm_error_copy());
+    if (!st) return vlm_set_error("%s: %s", key, vlm_last_error());
     const char *json = vlm_st_meta(st, "vlm.model_config");
     int rc = 0;
     s->ours = json != NULL;
@@ -58,7 +58,7 @@ static int read_meta(const char *key, init_source *s) {
         vlm_model_cfg_defaults(&s->model);
         rc = root ? vlm_cfg_bind(root, vlm_model_cfg_fields, &s->model, "model") : -1;
         if (rc) rc = vlm_set_error("%s: %s: metadata vlm.model_config: %s", key, s->weights,
-                                   root ? vlm_error_copy() : "not JSON");
+                                   root ? vlm_last_error() : "not JSON");
         cJSON_Delete(root);
     }
     vlm_st_close(st);
@@ -121,7 +121,7 @@ static int towers_config(vlm_run_cfg *c) {
         m.text = s.model.text;
     } else if (s.config[0]) {
         if (vlm_model_cfg_from_hf_siglip(&m, s.config, s.weights))
-            return vlm_set_error("init.towers: %s", vlm_error_copy());
+            return vlm_set_error("init.towers: %s", vlm_last_error());
     } else {
         return 0; /* HF weights alone: the config's sizes must match them */
     }
@@ -146,7 +146,7 @@ static int decoder_config(vlm_run_cfg *c) {
         m.decoder = s.model.decoder;
     } else if (s.config[0]) {
         if (vlm_model_cfg_from_hf_llama(&m.decoder, s.config, s.weights))
-            return vlm_set_error("init.decoder: %s", vlm_error_copy());
+            return vlm_set_error("init.decoder: %s", vlm_last_error());
     } else {
         return 0;
     }
@@ -176,7 +176,7 @@ static int load_prefix(vlm_model *m, const init_source *s, const char *key, cons
     int rc = vlm_st_load_params(m->params, s->weights, prefix, &o, &rep);
     *loaded += rep.n_loaded;
     vlm_st_load_report_free(&rep);
-    if (rc) return vlm_set_error("%s: %s", key, vlm_error_copy());
+    if (rc) return vlm_set_error("%s: %s", key, vlm_last_error());
     return 0;
 }
 
@@ -197,7 +197,7 @@ static int load_part(vlm_model *m, const init_part *p, const char *path) {
     init_source s;
     if (locate(p->key, path, &s)) return -1;
     if (!s.ours) {
-        if (p->load_hf(m, s.weights)) return vlm_set_error("%s: %s", p->key, vlm_error_copy());
+        if (p->load_hf(m, s.weights)) return vlm_set_error("%s: %s", p->key, vlm_last_error());
         fprintf(stderr, "%s: Hugging Face %s weights from %s\n", p->key, p->hf_kind, s.weights);
         return 0;
     }

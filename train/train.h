@@ -528,11 +528,6 @@ char *vlm_run_dir_of(const char *file);
  * environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT (see common.c); returns
  * only when it did not. argv[0] is the subcommand's name. */
 void vlm_prefer_passive_omp(int argc, char **argv);
-/* A copy of vlm_last_error() for a message that wraps it, e.g.
- * vlm_set_error("eval: %s", vlm_error_copy()): vlm_set_error formats into the
- * buffer vlm_last_error() points at, so passing that pointer itself as an
- * argument garbles the message. Valid until the next call (per thread). */
-const char *vlm_error_copy(void);
 /* Whether path is a directory / a regular file (following links). */
 bool vlm_is_dir(const char *path);
 bool vlm_is_file(const char *path);

@@ -157,21 +157,21 @@ static void inject_nan(vlm_trainer *t, int64_t step, bool before_forward) {
  * non-finite loss without a scaler skips the backward (the step is lost). */
 static int micro_step(vlm_trainer *t, int64_t step, vlm_anomaly *an, double *loss, int *n) {
     const vlm_batch *b = vlm_loader_next(t->loader);
-    if (!b) return vlm_set_error("step %lld: %s", (long long)step, vlm_error_copy());
+    if (!b) return vlm_set_error("step %lld: %s", (long long)step, vlm_last_error());
     t->samples += b->n;
     t->epoch = b->epoch;
     *n += b->n;
     vlm_tensor *l = t->loss_fn(t->ctx, t->model, b, t->loss_user, an);
     int rc = 0;
     if (!l) {
-        rc = vlm_set_error("step %lld: %s", (long long)step, vlm_error_copy());
+        rc = vlm_set_error("step %lld: %s", (long long)step, vlm_last_error());
     } else {
         *loss = vlm_f32(l)[0];
         if (isfinite(*loss) || t->use_scaler) {
             float s = (t->use_scaler ? t->scaler.scale : 1.0f) / (float)t->cfg.train.accum;
             vlm_tensor *ls = s == 1.0f ? l : vlm_scale(t->ctx, l, s);
             if (!ls || vlm_backward(t->ctx, ls))
-                rc = vlm_set_error("step %lld: backward: %s", (long long)step, vlm_error_copy());
+                rc = vlm_set_error("step %lld: backward: %s", (long long)step, vlm_last_error());
         }
     }
     vlm_ctx_reset(t->ctx);
@@ -197,7 +197,7 @@ int vlm_trainer_step(vlm_trainer *t, vlm_step_stats *st) {
     vlm_step_info info = {.grad_norm = NAN, .skipped = true};
     if (!loss_bad || t->use_scaler) {
         if (vlm_optim_update(t->optim, t->use_scaler ? &t->scaler : NULL, &info))
-            return vlm_set_error("step %lld: %s", (long long)step, vlm_error_copy());
+            return vlm_set_error("step %lld: %s", (long long)step, vlm_last_error());
     }
     double loss = loss_sum / c->accum;
     if (info.skipped) {
@@ -206,7 +206,7 @@ int vlm_trainer_step(vlm_trainer *t, vlm_step_stats *st) {
             nonfinite_error(t, step, loss, info.grad_norm, &an);
             if (dead_scaler)
                 return vlm_set_error("%s (fp16: the loss scale fell below 1, so this is not an "
-                                     "overflow)", vlm_error_copy());
+                                     "overflow)", vlm_last_error());
             return -1;
         }
         t->skipped++;

@@ -1,6 +1,6 @@
 /* test_core.c - dtypes and conversions, the arena, the parameter store, the
  * tape (accumulation across backward calls, no_grad, detach, frozen
- * parameters, errors) and the gradient checker itself. */
+ * parameters, errors), error messages and the gradient checker itself. */
 #include "autograd.h"
 #include "test.h"
 
@@ -212,7 +212,21 @@ static void test_gradcheck_catches_mutation(void) {
     vlm_ctx_free(ctx);
 }
 
+/* A message that wraps the previous one (the usual "context: cause" chain)
+ * reads its argument from the buffer it writes to. */
+static void test_error_wrap(void) {
+    vlm_set_error("cause %d", 42);
+    vlm_set_error("context: %s", vlm_last_error());
+    CHECK(strcmp(vlm_last_error(), "context: cause 42") == 0, "wrapped: \"%s\"", vlm_last_error());
+    vlm_set_error("%s / %s", vlm_last_error(), vlm_last_error());
+    CHECK(strcmp(vlm_last_error(), "context: cause 42 / context: cause 42") == 0, "twice: \"%s\"",
+          vlm_last_error());
+    vlm_clear_error();
+    CHECK(vlm_last_error()[0] == 0, "cleared");
+}
+
 int main(void) {
+    test_error_wrap();
     test_bf16();
     test_f16();
     test_convert();
