@@ -312,6 +312,11 @@ vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b
 /* The same with the output in vlm_ctx_lowp_dtype (see mixed precision), for
  * an output read only by vlm_gelu(_lowp), vlm_silu_mul(_lowp) or vlm_linear. */
 vlm_tensor *vlm_linear_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias);
+/* r + x W^T + bias (r f32, the output's shape): a residual branch's last
+ * linear and the skip connection in one op, so the branch's output is never
+ * stored apart from the sum. Equal to vlm_add(r, vlm_linear(x, w, bias)). */
+vlm_tensor *vlm_linear_residual(vlm_ctx *ctx, vlm_tensor *r, vlm_tensor *x, vlm_tensor *w,
+                                vlm_tensor *bias);
 
 /* Embedding gather: table [V, D], ids i32 (any shape S) -> [S..., D]. */
 vlm_tensor *vlm_embedding(vlm_ctx *ctx, vlm_tensor *table, vlm_tensor *ids);
@@ -382,6 +387,12 @@ typedef struct {
 } vlm_attn_opts;
 vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
                           const vlm_attn_opts *opts);
+/* The same with the output in vlm_ctx_lowp_dtype, for an output read only by
+ * vlm_linear (the output projection): backward then reads the rounded output
+ * (as FlashAttention-2 in bf16 does), so grads are within rounding of the
+ * plain op's, not equal to them. */
+vlm_tensor *vlm_attention_lowp(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
+                               const vlm_attn_opts *opts);
 
 /* RoPE, HF half-split convention, on x [B, T, H, D] (D even) at positions
  * pos_offset + t: x' = x cos + rotate_half(x) sin, inv_freq[i] = theta^(-2i/D). */

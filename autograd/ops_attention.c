@@ -125,9 +125,16 @@ static void online_softmax(float *S, int64_t nq, int64_t nk, float *m, float *l,
     }
 }
 
+/* The output: f32, or the context's storage type (vlm_attention_lowp). */
+typedef struct {
+    void *data;
+    vlm_dtype dt;
+} attn_out;
+
 /* One (batch, head, query block) task; ws holds BQ*BK + BQ*D + 2*BQ floats. */
-static void attn_fwd_block(const attn_geom *a, int64_t task, float *ws, void *out) {
-    float *o = out;
+static void attn_fwd_block(const attn_geom *a, int64_t task, float *ws, void *arg) {
+    const attn_out *out = arg;
+    size_t esize = vlm_dtype_size(out->dt);
     int64_t nqb = (a->Tq + BQ - 1) / BQ, D = a->D;
     int64_t b = task / (a->Hq * nqb), h = task / nqb % a->Hq, i0 = task % nqb * BQ;
     int64_t nq = a->Tq - i0 < BQ ? a->Tq - i0 : BQ, g = h / a->group;
@@ -146,10 +153,11 @@ static void attn_fwd_block(const attn_geom *a, int64_t task, float *ws, void *ou
         vlm_sgemm(false, false, nq, D, nk, 1, S, BK, a->v + kv, ldk, 1, acc, D);
     }
     for (int64_t r = 0; r < nq; r++) {
-        float *orow = o + row_at(b, i0 + r, h, a->Tq, a->Hq, D);
         float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f; /* l == 0: the row sees no key */
         for (int64_t d = 0; d < D; d++)
-            orow[d] = acc[r * D + d] * inv;
+            acc[r * D + d] *= inv;
+        int64_t at = row_at(b, i0 + r, h, a->Tq, a->Hq, D);
+        vlm_store_f32_as((char *)out->data + (size_t)at * esize, out->dt, acc + r * D, D);
         if (a->lse)
             a->lse[(b * a->Hq + h) * a->Tq + i0 + r] = l[r] > 0 ? m[r] + logf(l[r]) : INFINITY;
     }
@@ -242,8 +250,8 @@ static bool attn_opts_ok(const vlm_tensor *q, const vlm_tensor *k, const vlm_att
     return true;
 }
 
-vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
-                          const vlm_attn_opts *opts) {
+static vlm_tensor *attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
+                             const vlm_attn_opts *opts, bool lowp) {
     VLM_PROPAGATE_NULL(q, k, v);
     vlm_attn_opts o = opts ? *opts : (vlm_attn_opts){.kind = VLM_MASK_NONE};
     if (!vlm_check_f32("attention", q, "q") || !vlm_check_f32("attention", k, "k") ||
@@ -258,11 +266,11 @@ vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor
         a.lse = vlm_arena_alloc(ctx, (size_t)(a.B * a.Hq * a.Tq) * sizeof *a.lse);
         if (!a.lse) return NULL;
     }
-    vlm_tensor *y = vlm_new_like(ctx, q);
+    vlm_tensor *y = vlm_tensor_new(ctx, lowp ? vlm_ctx_lowp_dtype(ctx) : VLM_F32, 4, q->shape);
     if (!y) return NULL;
     int64_t n_tasks = a.B * a.Hq * ((a.Tq + BQ - 1) / BQ);
-    if (attn_parallel(&a, n_tasks, BQ * BK + BQ * a.D + 2 * BQ, attn_fwd_block, vlm_f32(y),
-                      "forward"))
+    attn_out out = {y->data, y->dtype};
+    if (attn_parallel(&a, n_tasks, BQ * BK + BQ * a.D + 2 * BQ, attn_fwd_block, &out, "forward"))
         return NULL;
     VLM_RECORD(node, ctx, VLM_OP_ATTENTION, y, in, 3);
     if (node) {
@@ -272,6 +280,16 @@ vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor
         node->saved[1] = (void *)a.key_mask;
     }
     return y;
+}
+
+vlm_tensor *vlm_attention(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
+                          const vlm_attn_opts *opts) {
+    return attention(ctx, q, k, v, opts, false);
+}
+
+vlm_tensor *vlm_attention_lowp(vlm_ctx *ctx, vlm_tensor *q, vlm_tensor *k, vlm_tensor *v,
+                               const vlm_attn_opts *opts) {
+    return attention(ctx, q, k, v, opts, true);
 }
 
 /* ---- attention backward ------------------------------------------------------
@@ -343,15 +361,23 @@ static void attn_bwd_task(const attn_geom *a, int64_t task, float *ws, void *arg
     }
 }
 
-/* Drow[b, h, i] = dO . O over D, laid out like lse. */
-static void attn_drow(const attn_geom *a, const float *dO, const float *O, float *Drow) {
+/* Drow[b, h, i] = dO . O over D, laid out like lse. A low-precision O (the
+ * _lowp output, as FlashAttention-2 keeps it in bf16) is widened in chunks. */
+enum { DROW_CHUNK = 64 };
+static void attn_drow(const attn_geom *a, const float *dO, const vlm_tensor *out, float *Drow) {
     int64_t rows = a->B * a->Tq * a->Hq, D = a->D;
+    size_t esize = vlm_dtype_size(out->dtype);
 #pragma omp parallel for if (rows * D >= VLM_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t h = r % a->Hq, i = r / a->Hq % a->Tq, b = r / (a->Hq * a->Tq);
-        float s = 0;
-        for (int64_t d = 0; d < D; d++)
-            s += dO[r * D + d] * O[r * D + d];
+        const char *orow = (const char *)out->data + (size_t)(r * D) * esize;
+        float s = 0, o[DROW_CHUNK];
+        for (int64_t d0 = 0; d0 < D; d0 += DROW_CHUNK) {
+            int64_t n = D - d0 < DROW_CHUNK ? D - d0 : DROW_CHUNK;
+            vlm_load_as_f32(o, orow + (size_t)d0 * esize, out->dtype, n);
+            for (int64_t d = 0; d < n; d++)
+                s += dO[r * D + d0 + d] * o[d];
+        }
         Drow[(b * a->Hq + h) * a->Tq + i] = s;
     }
 }
@@ -380,7 +406,7 @@ int vlm_attention_backward(vlm_ctx *ctx, vlm_node *node) {
     }
     float *Drow = malloc((size_t)(a.B * a.Hq * a.Tq) * sizeof *Drow);
     if (!Drow) return vlm_set_error("attention: out of memory for backward row sums");
-    attn_drow(&a, gr.dO, vlm_f32(node->out), Drow);
+    attn_drow(&a, gr.dO, node->out, Drow);
     gr.Drow = Drow;
     int rc = attn_parallel(&a, a.B * a.Hkv, 2 * BQ * BK, attn_bwd_task, &gr, "backward");
     free(Drow);

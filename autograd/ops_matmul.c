@@ -328,11 +328,13 @@ static int linear_gemm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b
     return 0;
 }
 
+static bool residual_ok(const vlm_tensor *r, int ndim, const int64_t *shape);
+
 /* lowp: y in the context's storage type. BF16 mode has the GEMM write bf16;
- * F16 mode computes f32 in scratch and rounds it into y. */
+ * F16 mode computes f32 in scratch and rounds it into y. r (f32, y's shape):
+ * a residual added to y (vlm_linear_residual; then !lowp). */
 static vlm_tensor *linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias,
-                          bool lowp) {
-    VLM_PROPAGATE_NULL(x, w);
+                          vlm_tensor *r, bool lowp) {
     if (!linear_x_ok(ctx, x) || !vlm_check_f32("linear", w, "weight") ||
         (bias && !vlm_check_f32("linear", bias, "bias")) || !linear_shapes(x, w, bias))
         return NULL;
@@ -343,13 +345,15 @@ static vlm_tensor *linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor
     int64_t shape[VLM_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = out;
+    if (r && !residual_ok(r, x->ndim, shape)) return NULL;
     vlm_dtype dt = lowp ? vlm_ctx_lowp_dtype(ctx) : VLM_F32;
     vlm_tensor *y = vlm_tensor_new(ctx, dt, x->ndim, shape);
     if (!y) return NULL;
     bool via_f32 = dt == VLM_F16; /* the GEMMs write f32 or bf16 (slots 0-2: the operands) */
     void *Y = via_f32 ? vlm_mp_scratch(3, (size_t)y->numel * sizeof(float)) : y->data;
-    vlm_tensor *inputs[3] = {x, w, bias};
-    int n_in = bias ? 3 : 2;
+    /* linear: {x, w, bias}; linear_residual: {x, w, r, bias} */
+    vlm_tensor *inputs[4] = {x, w, r ? r : bias, bias};
+    int n_in = 2 + (r != NULL) + (bias != NULL);
     /* dW needs x's copy. dX needs W's, which backward makes again from the
      * f32 weight (the same bf16 values; a pass over W is cheap next to the
      * GEMMs and keeps a copy of every weight out of the arena). */
@@ -357,7 +361,14 @@ static vlm_tensor *linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor
     uint16_t *lx;
     if (!Y || linear_gemm(ctx, x, w, bias, rows, Y, dt == VLM_BF16, keep_x, &lx)) return NULL;
     if (via_f32) vlm_f32_to_f16_n(y->data, Y, y->numel);
-    VLM_RECORD(node, ctx, VLM_OP_LINEAR, y, inputs, n_in);
+    if (r) {
+        float *yv = vlm_f32(y);
+        const float *rv = vlm_f32(r);
+#pragma omp parallel for simd if (y->numel >= VLM_PAR_MIN)
+        for (int64_t i = 0; i < y->numel; i++)
+            yv[i] += rv[i];
+    }
+    VLM_RECORD(node, ctx, r ? VLM_OP_LINEAR_RESIDUAL : VLM_OP_LINEAR, y, inputs, n_in);
     if (node) {
         node->iarg[0] = rows;
         node->iarg[1] = vlm_ctx_precision(ctx);
@@ -367,11 +378,37 @@ static vlm_tensor *linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor
 }
 
 vlm_tensor *vlm_linear(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias) {
-    return linear(ctx, x, w, bias, false);
+    VLM_PROPAGATE_NULL(x, w);
+    return linear(ctx, x, w, bias, NULL, false);
 }
 
 vlm_tensor *vlm_linear_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias) {
-    return linear(ctx, x, w, bias, true);
+    VLM_PROPAGATE_NULL(x, w);
+    return linear(ctx, x, w, bias, NULL, true);
+}
+
+/* ---- linear_residual: y = r + x W^T + bias;  dr += dy, the rest as linear ----
+ * A residual branch's last linear with the skip connection's add folded in:
+ * the linear's own output never exists apart from y, which saves an
+ * activation the size of the residual stream per block (and the add's pass
+ * over it; the sum is the same float as vlm_add(r, vlm_linear(...))). */
+
+static bool residual_ok(const vlm_tensor *r, int ndim, const int64_t *shape) {
+    if (!vlm_check_f32("linear_residual", r, "residual")) return false;
+    bool same = r->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = r->shape[i] == shape[i];
+    if (same) return true;
+    char sr[64];
+    vlm_set_error("linear_residual: residual %s must have the output's shape [..., %lld]",
+                  vlm_shape_str(r, sr, sizeof sr), (long long)shape[ndim - 1]);
+    return false;
+}
+
+vlm_tensor *vlm_linear_residual(vlm_ctx *ctx, vlm_tensor *r, vlm_tensor *x, vlm_tensor *w,
+                                vlm_tensor *bias) {
+    VLM_PROPAGATE_NULL(r, x, w);
+    return linear(ctx, x, w, bias, r, false);
 }
 
 /* db[j] (+)= sum_r dy[r, j] (stored when fresh). Threads own blocks of
@@ -428,8 +465,8 @@ static uint16_t *grad_bf16_sums(const float *dY, int64_t rows, int64_t cols, flo
 
 /* Each grad is fetched right before its GEMM (raw: a first contribution is
  * stored with beta 0, no zero fill), so x and w may even be one tensor. */
-int vlm_linear_backward(vlm_ctx *ctx, vlm_node *node) {
-    vlm_tensor *x = node->in[0], *w = node->in[1], *bias = node->n_in > 2 ? node->in[2] : NULL;
+static int linear_grads(vlm_ctx *ctx, vlm_node *node, vlm_tensor *bias) {
+    vlm_tensor *x = node->in[0], *w = node->in[1];
     bool need_x = x->requires_grad, need_w = w->requires_grad, fresh, fresh_b;
     int64_t rows = node->iarg[0], out = w->shape[0], in = w->shape[1];
     vlm_precision prec = (vlm_precision)node->iarg[1];
@@ -467,6 +504,26 @@ int vlm_linear_backward(vlm_ctx *ctx, vlm_node *node) {
         if (need_w && !dw) return -1;
     }
     if (db) col_sums(dY, rows, out, db, fresh_b);
+    return 0;
+}
+
+int vlm_linear_backward(vlm_ctx *ctx, vlm_node *node) {
+    return linear_grads(ctx, node, node->n_in > 2 ? node->in[2] : NULL);
+}
+
+/* The linear's grads read dy first; then r takes dy over when it can. */
+int vlm_linear_residual_backward(vlm_ctx *ctx, vlm_node *node) {
+    vlm_tensor *r = node->in[2];
+    if (linear_grads(ctx, node, node->n_in > 3 ? node->in[3] : NULL)) return -1;
+    if (vlm_grad_steal(ctx, r, node->out)) return 0;
+    bool fresh;
+    float *dr = vlm_input_grad_raw(ctx, r, &fresh);
+    if (!dr) return r->requires_grad ? -1 : 0;
+    const float *dy = node->out->grad;
+    float keep = vlm_grad_keep(fresh);
+#pragma omp parallel for simd if (r->numel >= VLM_PAR_MIN)
+    for (int64_t i = 0; i < r->numel; i++)
+        dr[i] = VLM_OLD(keep, dr[i]) + dy[i];
     return 0;
 }
 

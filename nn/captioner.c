@@ -64,9 +64,9 @@ vlm_tensor *vlm_fusion_forward(vlm_ctx *ctx, const vlm_fusion_block *f, vlm_tens
     /* The keys are image tokens, all valid, so the text's padding mask does
      * not enter the attention; padded text rows are dropped by the pooling
      * here and by the decoder's key mask in the captioner. */
-    vlm_tensor *t = vlm_add(ctx, text, vlm_mha_fwd(ctx, &f->attn, q, kv, NULL));
+    vlm_tensor *t = vlm_mha_fwd(ctx, &f->attn, q, kv, &(vlm_mha_opts){.residual = text});
     vlm_tensor *h = vlm_layernorm_lowp(ctx, t, f->ln_mlp.w, f->ln_mlp.b, f->eps);
-    t = vlm_add(ctx, t, vlm_mlp_fwd(ctx, &f->mlp, h));
+    t = vlm_mlp_fwd(ctx, &f->mlp, h, t);
     if (!t || !pooled) return t;
     vlm_tensor *m = text_mask ? text_mask : all_valid(ctx, t->shape[0], t->shape[1]);
     *pooled = vlm_masked_mean(ctx, t, m);
@@ -311,7 +311,7 @@ static vlm_tensor *heads_view(vlm_ctx *ctx, vlm_tensor *x, int heads) {
 /* Self-attention of layer l with RoPE at positions len.. (len = 0 without a
  * cache); with a cache the rotated keys and values are appended first. */
 static vlm_tensor *decoder_attn(vlm_ctx *ctx, const vlm_decoder *d, int l, vlm_tensor *h,
-                                const vlm_attn_opts *mask, vlm_kv_cache *c) {
+                                const vlm_attn_opts *mask, vlm_kv_cache *c, vlm_tensor *r) {
     const vlm_attn_p *a = &d->layers[l].attn;
     int64_t pos = c ? c->len : 0;
     float theta = d->cfg.rope_theta;
@@ -325,10 +325,11 @@ static vlm_tensor *decoder_attn(vlm_ctx *ctx, const vlm_decoder *d, int l, vlm_t
         k = cache_append(ctx, c, c->k + off, k);
         v = cache_append(ctx, c, c->v + off, v);
     }
-    vlm_tensor *o = vlm_attention(ctx, q, k, v, mask);
+    vlm_tensor *o = vlm_attention_lowp(ctx, q, k, v, mask); /* feeds o_proj only */
     if (!o) return NULL;
     int64_t s[3] = {o->shape[0], o->shape[1], o->shape[2] * o->shape[3]};
-    return vlm_linear_fwd(ctx, &a->o, vlm_reshape(ctx, o, 3, s));
+    o = vlm_reshape(ctx, o, 3, s);
+    return r ? vlm_linear_residual(ctx, r, o, a->o.w, a->o.b) : vlm_linear_fwd(ctx, &a->o, o);
 }
 
 /* x += o_proj(attn(rmsnorm x)); x += down(silu(gate h) * up h), h = rmsnorm x */
@@ -337,9 +338,13 @@ static vlm_tensor *decoder_layer(vlm_ctx *ctx, const vlm_decoder *d, int l, vlm_
     const vlm_decoder_layer *L = &d->layers[l];
     float eps = d->cfg.rms_eps, p = d->cfg.dropout;
     vlm_tensor *h = vlm_rmsnorm_lowp(ctx, x, L->in_ln.w, eps); /* feeds q, k, v only */
-    x = vlm_residual(ctx, x, decoder_attn(ctx, d, l, h, mask, c), p, training);
+    vlm_tensor *r = vlm_residual_for(x, p, training);
+    vlm_tensor *y = decoder_attn(ctx, d, l, h, mask, c, r);
+    x = r ? y : vlm_residual(ctx, x, y, p, training);
     h = vlm_rmsnorm_lowp(ctx, x, L->post_ln.w, eps); /* gate, up */
-    return vlm_residual(ctx, x, vlm_swiglu_fwd(ctx, &L->mlp, h), p, training);
+    r = vlm_residual_for(x, p, training);
+    y = vlm_swiglu_fwd(ctx, &L->mlp, h, r);
+    return r ? y : vlm_residual(ctx, x, y, p, training);
 }
 
 /* One decoder layer as a gradient-checkpointing segment (no KV cache: a

@@ -164,15 +164,20 @@ vlm_tensor *vlm_layernorm_fwd(vlm_ctx *ctx, const vlm_norm_p *n, vlm_tensor *x, 
 /* Inside the MLP every tensor feeds only the activation or fc2 (down): the
  * _lowp ops keep them in the mixed precision storage type (bf16 in bf16 mode,
  * as PyTorch's autocast does), so no f32 copy of the hidden layer is kept. */
-vlm_tensor *vlm_mlp_fwd(vlm_ctx *ctx, const vlm_mlp_p *m, vlm_tensor *x) {
-    vlm_tensor *h = vlm_linear_lowp(ctx, x, m->fc1.w, m->fc1.b);
-    return vlm_linear_fwd(ctx, &m->fc2, vlm_gelu_lowp(ctx, h));
+static vlm_tensor *linear_res_fwd(vlm_ctx *ctx, const vlm_linear_p *l, vlm_tensor *x,
+                                  vlm_tensor *r) {
+    return r ? vlm_linear_residual(ctx, r, x, l->w, l->b) : vlm_linear(ctx, x, l->w, l->b);
 }
 
-vlm_tensor *vlm_swiglu_fwd(vlm_ctx *ctx, const vlm_swiglu_p *m, vlm_tensor *x) {
+vlm_tensor *vlm_mlp_fwd(vlm_ctx *ctx, const vlm_mlp_p *m, vlm_tensor *x, vlm_tensor *r) {
+    vlm_tensor *h = vlm_linear_lowp(ctx, x, m->fc1.w, m->fc1.b);
+    return linear_res_fwd(ctx, &m->fc2, vlm_gelu_lowp(ctx, h), r);
+}
+
+vlm_tensor *vlm_swiglu_fwd(vlm_ctx *ctx, const vlm_swiglu_p *m, vlm_tensor *x, vlm_tensor *r) {
     vlm_tensor *g = vlm_linear_lowp(ctx, x, m->gate.w, m->gate.b);
     vlm_tensor *u = vlm_linear_lowp(ctx, x, m->up.w, m->up.b);
-    return vlm_linear_fwd(ctx, &m->down, vlm_silu_mul_lowp(ctx, g, u));
+    return linear_res_fwd(ctx, &m->down, vlm_silu_mul_lowp(ctx, g, u), r);
 }
 
 /* [B, T, H*hd] <-> [B, T, H, hd] are free reshapes: attention takes heads in
@@ -199,24 +204,32 @@ vlm_tensor *vlm_mha_fwd(vlm_ctx *ctx, const vlm_attn_p *a, vlm_tensor *xq, vlm_t
         q = vlm_rope(ctx, q, opts->q_pos, opts->rope_theta);
         k = vlm_rope(ctx, k, opts->k_pos, opts->rope_theta);
     }
-    vlm_tensor *o = vlm_attention(ctx, q, k, v, opts ? &opts->mask : NULL);
+    /* o feeds only the output projection: low precision */
+    vlm_tensor *o = vlm_attention_lowp(ctx, q, k, v, opts ? &opts->mask : NULL);
     if (!o) return NULL;
     int64_t s[3] = {o->shape[0], o->shape[1], o->shape[2] * o->shape[3]};
-    return vlm_linear_fwd(ctx, &a->o, vlm_reshape(ctx, o, 3, s));
+    return linear_res_fwd(ctx, &a->o, vlm_reshape(ctx, o, 3, s), opts ? opts->residual : NULL);
 }
 
 vlm_tensor *vlm_residual(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *f, float p, bool training) {
     return vlm_add(ctx, x, vlm_dropout(ctx, f, p, training));
 }
 
+vlm_tensor *vlm_residual_for(vlm_tensor *x, float p, bool training) {
+    return p > 0 && training ? NULL : x;
+}
+
 vlm_tensor *vlm_encoder_block_fwd(vlm_ctx *ctx, const vlm_encoder_block *b, vlm_tensor *x,
                                   const vlm_attn_opts *mask, float eps, float dropout,
                                   bool training) {
-    vlm_mha_opts o = {0};
+    vlm_mha_opts o = {.residual = vlm_residual_for(x, dropout, training)};
     if (mask) o.mask = *mask;
     /* each norm's output feeds only linears (q, k, v; fc1): low precision */
     vlm_tensor *h = vlm_layernorm_lowp(ctx, x, b->ln1.w, b->ln1.b, eps);
-    x = vlm_residual(ctx, x, vlm_mha_fwd(ctx, &b->attn, h, h, &o), dropout, training);
+    vlm_tensor *y = vlm_mha_fwd(ctx, &b->attn, h, h, &o);
+    x = o.residual ? y : vlm_residual(ctx, x, y, dropout, training);
     h = vlm_layernorm_lowp(ctx, x, b->ln2.w, b->ln2.b, eps);
-    return vlm_residual(ctx, x, vlm_mlp_fwd(ctx, &b->mlp, h), dropout, training);
+    vlm_tensor *r = vlm_residual_for(x, dropout, training);
+    y = vlm_mlp_fwd(ctx, &b->mlp, h, r);
+    return r ? y : vlm_residual(ctx, x, y, dropout, training);
 }

@@ -119,8 +119,11 @@ void vlm_init_params(vlm_params *p, uint64_t seed);
 
 vlm_tensor *vlm_linear_fwd(vlm_ctx *ctx, const vlm_linear_p *l, vlm_tensor *x);
 vlm_tensor *vlm_layernorm_fwd(vlm_ctx *ctx, const vlm_norm_p *n, vlm_tensor *x, float eps);
-vlm_tensor *vlm_mlp_fwd(vlm_ctx *ctx, const vlm_mlp_p *m, vlm_tensor *x);
-vlm_tensor *vlm_swiglu_fwd(vlm_ctx *ctx, const vlm_swiglu_p *m, vlm_tensor *x);
+/* The residual branches take r, the skip connection to add (NULL: none):
+ * their last linear adds it (vlm_linear_residual), so r + branch(x) costs no
+ * separate activation for the branch's output. */
+vlm_tensor *vlm_mlp_fwd(vlm_ctx *ctx, const vlm_mlp_p *m, vlm_tensor *x, vlm_tensor *r);
+vlm_tensor *vlm_swiglu_fwd(vlm_ctx *ctx, const vlm_swiglu_p *m, vlm_tensor *x, vlm_tensor *r);
 
 /* Multi-head attention: xq [B, Tq, Dq] queries xkv [B, Tk, Dkv] (self-attention:
  * xkv == xq). With rope_theta > 0, RoPE rotates q and k at positions
@@ -129,11 +132,15 @@ typedef struct {
     vlm_attn_opts mask;
     float rope_theta;
     int64_t q_pos, k_pos;
+    vlm_tensor *residual; /* added to the output projection's result (NULL: none) */
 } vlm_mha_opts;
 vlm_tensor *vlm_mha_fwd(vlm_ctx *ctx, const vlm_attn_p *a, vlm_tensor *xq, vlm_tensor *xkv,
                         const vlm_mha_opts *opts);
 /* x + dropout(f) with dropout off when p == 0 or !training */
 vlm_tensor *vlm_residual(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *f, float p, bool training);
+/* The r to hand a branch so that it adds x itself: x, or NULL when dropout
+ * is on (it comes between the branch and the add: then use vlm_residual). */
+vlm_tensor *vlm_residual_for(vlm_tensor *x, float p, bool training);
 vlm_tensor *vlm_encoder_block_fwd(vlm_ctx *ctx, const vlm_encoder_block *b, vlm_tensor *x,
                                   const vlm_attn_opts *mask, float eps, float dropout,
                                   bool training);

@@ -90,7 +90,7 @@ static vlm_tensor *map_head(vlm_ctx *ctx, const vlm_vision_tower *t, vlm_tensor 
     vlm_tensor *probe = vlm_add(ctx, zeros, t->probe);
     vlm_tensor *a = vlm_mha_fwd(ctx, &attn, probe, tokens, NULL);
     vlm_tensor *h = vlm_layernorm_lowp(ctx, a, t->head_ln.w, t->head_ln.b, t->cfg.ln_eps);
-    a = vlm_add(ctx, a, vlm_mlp_fwd(ctx, &t->head_mlp, h));
+    a = vlm_mlp_fwd(ctx, &t->head_mlp, h, a);
     return vlm_reshape(ctx, a, 2, (int64_t[]){B, d});
 }
 

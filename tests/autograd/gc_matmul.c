@@ -1,4 +1,4 @@
-/* Gradient-check cases: matmul, linear, embedding. */
+/* Gradient-check cases: matmul, linear, linear_residual, embedding. */
 #include "gc.h"
 
 typedef struct {
@@ -27,6 +27,23 @@ static vlm_tensor *f_linear(vlm_ctx *ctx, vlm_tensor **x, void *u) {
 static vlm_tensor *f_linear_nobias(vlm_ctx *ctx, vlm_tensor **x, void *u) {
     (void)u;
     return vlm_linear(ctx, x[0], x[1], NULL);
+}
+
+/* x[0] + x[1] W^T + b: the residual is the first input */
+static vlm_tensor *f_linear_residual(vlm_ctx *ctx, vlm_tensor **x, void *u) {
+    (void)u;
+    return vlm_linear_residual(ctx, x[0], x[1], x[2], x[3]);
+}
+
+static vlm_tensor *f_linear_residual_nobias(vlm_ctx *ctx, vlm_tensor **x, void *u) {
+    (void)u;
+    return vlm_linear_residual(ctx, x[0], x[1], x[2], NULL);
+}
+
+/* The residual is also the linear's input (y = x + x W^T): x gets both grads. */
+static vlm_tensor *f_linear_residual_self(vlm_ctx *ctx, vlm_tensor **x, void *u) {
+    (void)u;
+    return vlm_linear_residual(ctx, x[0], x[0], x[1], x[2]);
 }
 
 typedef struct {
@@ -73,6 +90,13 @@ static const gc_case cases[] = {
     {"linear", "3-D [2,3,5] W [7,5] + b", f_linear, NULL, 3,
      {{3, {2, 3, 5}}, {2, {7, 5}}, {1, {7}}}},
     {"linear", "1-D [5] W [3,5] + b", f_linear, NULL, 3, {{1, {5}}, {2, {3, 5}}, {1, {3}}}},
+
+    {"linear_residual", "[2,3,4] + [2,3,5] W [4,5] + b", f_linear_residual, NULL, 4,
+     {{3, {2, 3, 4}}, {3, {2, 3, 5}}, {2, {4, 5}}, {1, {4}}}},
+    {"linear_residual", "[3,4] + [3,5] W [4,5], no bias", f_linear_residual_nobias, NULL, 3,
+     {{2, {3, 4}}, {2, {3, 5}}, {2, {4, 5}}}},
+    {"linear_residual", "x + x W [5,5] + b, one tensor", f_linear_residual_self, NULL, 3,
+     {{2, {3, 5}}, {2, {5, 5}}, {1, {5}}}},
 
     {"embedding", "[7,3] ids [7] repeated", f_embedding, (void *)&IDS_1D, 1, {{2, {7, 3}}}},
     {"embedding", "[7,5] ids [2,3] repeated", f_embedding, (void *)&IDS_2D, 1, {{2, {7, 5}}}},

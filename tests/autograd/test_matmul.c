@@ -1,5 +1,6 @@
-/* test_matmul.c - matmul, linear and embedding: forward and backward against
- * naive loops in double, frozen weights, bad inputs, the BLAS core. */
+/* test_matmul.c - matmul, linear, linear_residual and embedding: forward and
+ * backward against naive loops in double (linear_residual: bitwise against
+ * add + linear), frozen weights, bad inputs, the BLAS core. */
 #include "autograd.h"
 #include "test.h"
 
@@ -257,6 +258,44 @@ static void test_embedding_values(void) {
 
 /* ---- bad inputs -------------------------------------------------------------- */
 
+/* vlm_linear_residual(r, x, w, b) is vlm_add(r, vlm_linear(x, w, b)) to the
+ * bit, grads included, in f32 and bf16 mode (with the sum weighted, so each
+ * element's grad differs). fused: which of the two builds the graph. */
+static void residual_run(vlm_precision p, bool fused, float *out, float *grads[4]) {
+    rng = 0x1234;
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    vlm_ctx_set_precision(ctx, p);
+    vlm_tensor *r = rand_tensor(ctx, 3, (int64_t[]){2, 5, 6}, true);
+    vlm_tensor *x = rand_tensor(ctx, 3, (int64_t[]){2, 5, 7}, true);
+    vlm_tensor *w = rand_tensor(ctx, 2, (int64_t[]){6, 7}, true);
+    vlm_tensor *b = rand_tensor(ctx, 1, (int64_t[]){6}, true);
+    vlm_tensor *c = rand_tensor(ctx, 3, (int64_t[]){2, 5, 6}, false);
+    vlm_tensor *y = fused ? vlm_linear_residual(ctx, r, x, w, b)
+                          : vlm_add(ctx, r, vlm_linear(ctx, x, w, b));
+    CHECK(y && vlm_backward(ctx, vlm_sum_all(ctx, vlm_mul(ctx, y, c))) == 0, "%s",
+          vlm_last_error());
+    memcpy(out, y->data, 60 * sizeof(float));
+    vlm_tensor *in[4] = {r, x, w, b};
+    for (int i = 0; i < 4; i++)
+        memcpy(grads[i], in[i]->grad, (size_t)in[i]->numel * sizeof(float));
+    vlm_ctx_free(ctx);
+}
+
+static void test_linear_residual(void) {
+    for (int p = VLM_PREC_F32; p <= VLM_PREC_BF16; p++) {
+        float y[2][60], g[2][4][70];
+        for (int f = 0; f < 2; f++)
+            residual_run((vlm_precision)p, f, y[f], (float *[]){g[f][0], g[f][1], g[f][2], g[f][3]});
+        CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0, "%s: output differs from add + linear",
+              vlm_precision_name((vlm_precision)p));
+        const int n[4] = {60, 70, 42, 6};
+        for (int i = 0; i < 4; i++)
+            CHECK(memcmp(g[0][i], g[1][i], (size_t)n[i] * sizeof(float)) == 0,
+                  "%s: grad of input %d differs from add + linear",
+                  vlm_precision_name((vlm_precision)p), i);
+    }
+}
+
 static void expect_error(vlm_tensor *r, const char *what, const char *const *subs) {
     CHECK(r == NULL, "%s: expected NULL", what);
     for (; *subs; subs++)
@@ -283,6 +322,9 @@ static void test_bad_inputs(void) {
                  "linear in mismatch", (const char *[]){"linear", "[3, 5]", "[4, 6]", NULL});
     expect_error(vlm_linear(ctx, a, b, rand_tensor(ctx, 1, (int64_t[]){5}, false)),
                  "linear bias mismatch", (const char *[]){"linear", "bias [5]", NULL});
+    expect_error(vlm_linear_residual(ctx, rand_tensor(ctx, 2, (int64_t[]){3, 5}, false), a, b,
+                                     NULL),
+                 "linear_residual shape", (const char *[]){"linear_residual", "[3, 5]", "4]", NULL});
 
     vlm_tensor *table = rand_tensor(ctx, 2, (int64_t[]){7, 3}, false);
     vlm_tensor *fids = rand_tensor(ctx, 1, (int64_t[]){4}, false);
@@ -346,6 +388,7 @@ int main(void) {
     test_matmul_values();
     test_linear_values();
     test_linear_frozen();
+    test_linear_residual();
     test_embedding_values();
     test_bad_inputs();
     test_no_record();

@@ -724,6 +724,68 @@ static void test_lowp_ops(void) {
     free(g);
 }
 
+/* vlm_attention_lowp: the plain op's output rounded to the storage type, bit
+ * for bit (F32 mode: the plain op, grads included); its grads read the rounded
+ * output for the row sums dO . O, so they agree with the plain op's to within
+ * that rounding (bf16: 2^-9 relative per element of O). */
+static void attn_run(vlm_precision p, bool lowp, float **y, float **dq, float **dk, float **dv) {
+    vlm_ctx *ctx = vlm_ctx_new(0);
+    vlm_ctx_set_precision(ctx, p);
+    rng = 7;
+    const int64_t B = 2, T = 9, H = 2, D = 8, n = B * T * H * D;
+    vlm_tensor *q = rand_tensor(ctx, 4, (int64_t[]){B, T, H, D}, true);
+    vlm_tensor *k = rand_tensor(ctx, 4, (int64_t[]){B, T, H, D}, true);
+    vlm_tensor *v = rand_tensor(ctx, 4, (int64_t[]){B, T, H, D}, true);
+    float *g = malloc((size_t)n * sizeof *g);
+    fill(g, n, 1.0f);
+    vlm_attn_opts causal = {.kind = VLM_MASK_CAUSAL};
+    vlm_tensor *o = (lowp ? vlm_attention_lowp : vlm_attention)(ctx, q, k, v, &causal);
+    CHECK(o && vlm_backward_from(ctx, 0, o, g) == 0, "attention%s: %s", lowp ? "_lowp" : "",
+          vlm_last_error());
+    *y = malloc((size_t)n * sizeof **y);
+    if (o) vlm_convert(*y, VLM_F32, o->data, o->dtype, n);
+    *dq = copy_or_null(q->grad, n), *dk = copy_or_null(k->grad, n), *dv = copy_or_null(v->grad, n);
+    free(g);
+    vlm_ctx_free(ctx);
+}
+
+static void test_attention_lowp(void) {
+    static const vlm_precision modes[] = {VLM_PREC_F32, VLM_PREC_BF16, VLM_PREC_F16};
+    const int64_t n = 2 * 9 * 2 * 8;
+    for (int m = 0; m < 3; m++) {
+        float *y[2], *d[2][3];
+        for (int lowp = 0; lowp < 2; lowp++)
+            attn_run(modes[m], lowp, &y[lowp], &d[lowp][0], &d[lowp][1], &d[lowp][2]);
+        const char *pn = vlm_precision_name(modes[m]);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float r = modes[m] == VLM_PREC_BF16  ? bf16r(y[0][i])
+                      : modes[m] == VLM_PREC_F16 ? vlm_f16_to_f32(vlm_f32_to_f16(y[0][i]))
+                                                 : y[0][i];
+            bad += y[1][i] != r;
+        }
+        CHECK(bad == 0, "attention_lowp (%s): %lld outputs differ from the rounded f32 op", pn,
+              (long long)bad);
+        /* dv = P^T dO does not involve O: equal in every mode */
+        CHECK(d[0][2] && d[1][2] && memcmp(d[0][2], d[1][2], (size_t)n * sizeof(float)) == 0,
+              "attention_lowp (%s): dv differs", pn);
+        for (int i = 0; i < 2; i++) {
+            double e = d[0][i] && d[1][i] ? rel_err(d[1][i], d[0][i], n) : 1;
+            double tol = modes[m] == VLM_PREC_F32 ? 0 : modes[m] == VLM_PREC_BF16 ? 1e-2 : 2e-3;
+            CHECK(e <= tol, "attention_lowp (%s): %s relative error %.2e > %.0e", pn,
+                  i ? "dk" : "dq", e, tol);
+            if (modes[m] != VLM_PREC_F32)
+                CHECK(e > 0, "attention_lowp (%s): %s equal to the f32 op's: is O rounded?", pn,
+                      i ? "dk" : "dq");
+        }
+        for (int l = 0; l < 2; l++) {
+            free(y[l]);
+            for (int i = 0; i < 3; i++)
+                free(d[l][i]);
+        }
+    }
+}
+
 /* gelu / silu_mul on bf16 inputs (as vlm_linear_lowp gives them): the plain
  * op on the widened values, forward and grads bit for bit; refused in F32 mode. */
 static void test_lowp_inputs(void) {
@@ -1088,6 +1150,7 @@ int main(int argc, char **argv) {
     test_linear_lowp_input();
     test_lowp_ops();
     test_lowp_inputs();
+    test_attention_lowp();
     test_mlp_training();
     test_bad_mode();
     return TEST_DONE();

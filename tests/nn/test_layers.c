@@ -37,8 +37,8 @@ static vlm_tensor *f_layer(vlm_ctx *ctx, void *user) {
     switch (c->kind) {
     case LINEAR: return vlm_linear_fwd(ctx, &c->lin, x);
     case LAYERNORM: return vlm_layernorm_fwd(ctx, &c->norm, x, 1e-6f);
-    case MLP: return vlm_mlp_fwd(ctx, &c->mlp, x);
-    case SWIGLU: return vlm_swiglu_fwd(ctx, &c->swiglu, x);
+    case MLP: return vlm_mlp_fwd(ctx, &c->mlp, x, NULL);
+    case SWIGLU: return vlm_swiglu_fwd(ctx, &c->swiglu, x, NULL);
     case SELF_ATTN: return vlm_mha_fwd(ctx, &c->attn, x, x, NULL);
     case CROSS_ATTN: return vlm_mha_fwd(ctx, &c->attn, x, kv, NULL);
     case GQA_ROPE: return vlm_mha_fwd(ctx, &c->attn, x, x, &causal);
