@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh - vlm against PyTorch on the bench models, in one command.
 #
-#   scripts/bench.sh      # everything: about 15 min on an idle 2-core machine, twice that when
+#   scripts/bench.sh      # everything: about 6 min on an idle 2-core machine, twice that when
 #                         # other jobs take half the cores
 #   BENCH_STEPS=10 BENCH_REPEATS=3 scripts/bench.sh
 #   BENCH_CASES="siglip:f32" BENCH_GEN_BATCHES="" BENCH_CHECKPOINT=0 scripts/bench.sh
