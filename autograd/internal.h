@@ -114,6 +114,13 @@ int vlm_gemm_bf16_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
 /* Loads n elements of type dt (F32, BF16 or F16) as f32 (exact); serial and
  * vectorised, for ops that read low-precision inputs chunk by chunk. */
 void vlm_load_as_f32(float *dst, const void *src, vlm_dtype dt, int64_t n);
+/* Elements i0 .. i0 + n of t (F32, BF16 or F16) as f32: in place, or widened
+ * into buf (n floats). */
+static inline const float *vlm_chunk_f32(const vlm_tensor *t, int64_t i0, int64_t n, float *buf) {
+    if (t->dtype == VLM_F32) return (const float *)t->data + i0;
+    vlm_load_as_f32(buf, (const uint16_t *)t->data + i0, t->dtype, n);
+    return buf;
+}
 
 /* Parallel-for threshold: loops over fewer elements than this stay serial. */
 #define VLM_PAR_MIN 32768

@@ -60,13 +60,6 @@ static vlm_tensor *unary_record(vlm_ctx *ctx, vlm_op op, vlm_tensor *x, vlm_tens
             vlm_store_f32_as((uint16_t *)(y)->data + i0, (y)->dtype, vlm__buf, n);      \
     })
 
-/* Elements i0 .. i0 + n of t as f32: in place, or widened into buf. */
-static inline const float *chunk_f32(const vlm_tensor *t, int64_t i0, int64_t n, float *buf) {
-    if (t->dtype == VLM_F32) return vlm_f32(t) + i0;
-    vlm_load_as_f32(buf, (const uint16_t *)t->data + i0, t->dtype, n);
-    return buf;
-}
-
 /* For the loops below: n elements of the node's input, output and grads. The
  * grad is fetched raw: a first contribution stores (0 + term, which rounds
  * like the accumulation into a zeroed buffer did), later ones accumulate. */
@@ -97,7 +90,7 @@ static vlm_tensor *gelu(vlm_ctx *ctx, vlm_tensor *x, bool lowp) {
     if (!y) return NULL;
     UNARY_FORWARD(y, x->numel, {
         float xbuf[CHUNK];
-        const float *xs = chunk_f32(x, i0, n, xbuf);
+        const float *xs = vlm_chunk_f32(x, i0, n, xbuf);
         for (int64_t i = 0; i < n; i++) {
             float v = xs[i];
             dst[i] = 0.5f * v * (1.0f + vm_tanh(GELU_C * (v + GELU_K * (v * v * v))));
@@ -117,7 +110,7 @@ int vlm_gelu_backward(vlm_ctx *ctx, vlm_node *node) {
     const float *dy = node->out->grad;
     CHUNKED(x->numel, {
         float xbuf[CHUNK];
-        const float *xs = chunk_f32(x, i0, n, xbuf);
+        const float *xs = vlm_chunk_f32(x, i0, n, xbuf);
         float *d = dx + i0;
         const float *g = dy + i0;
         for (int64_t i = 0; i < n; i++) {
@@ -195,7 +188,7 @@ static vlm_tensor *silu_mul(vlm_ctx *ctx, vlm_tensor *g, vlm_tensor *u, bool low
     if (!y) return NULL;
     UNARY_FORWARD(y, g->numel, {
         float gbuf[CHUNK], ubuf[CHUNK];
-        const float *gs = chunk_f32(g, i0, n, gbuf), *us = chunk_f32(u, i0, n, ubuf);
+        const float *gs = vlm_chunk_f32(g, i0, n, gbuf), *us = vlm_chunk_f32(u, i0, n, ubuf);
         for (int64_t i = 0; i < n; i++) {
             float a = gs[i] * vm_sigmoid(gs[i]);
             dst[i] = a * us[i];
@@ -224,7 +217,7 @@ int vlm_silu_mul_backward(vlm_ctx *ctx, vlm_node *node) {
     if (du)
         CHUNKED(g->numel, {
             float gbuf[CHUNK];
-            const float *gs = chunk_f32(g, i0, n, gbuf);
+            const float *gs = vlm_chunk_f32(g, i0, n, gbuf);
             for (int64_t i = 0; i < n; i++) {
                 float a = gs[i] * vm_sigmoid(gs[i]);
                 du[i0 + i] = VLM_OLD(keep, du[i0 + i]) + dy[i0 + i] * a;
@@ -235,7 +228,7 @@ int vlm_silu_mul_backward(vlm_ctx *ctx, vlm_node *node) {
     keep = vlm_grad_keep(fresh);
     CHUNKED(g->numel, {
         float gbuf[CHUNK], ubuf[CHUNK];
-        const float *gs = chunk_f32(g, i0, n, gbuf), *us = chunk_f32(u, i0, n, ubuf);
+        const float *gs = vlm_chunk_f32(g, i0, n, gbuf), *us = vlm_chunk_f32(u, i0, n, ubuf);
         for (int64_t i = 0; i < n; i++) {
             float s = vm_sigmoid(gs[i]), t = dy[i0 + i] * us[i];
             dg[i0 + i] = VLM_OLD(keep, dg[i0 + i]) + t * s * (1.0f + gs[i] * (1.0f - s));

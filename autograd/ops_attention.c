@@ -9,6 +9,7 @@
  * for a fixed (batch, head), consecutive rows of q are Hq*D floats apart,
  * which is just the leading dimension, so no head is ever copied out. */
 #include "internal.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <omp.h>
@@ -69,29 +70,9 @@ static void mask_tile(const attn_geom *a, int64_t b, int64_t i0, int64_t nq, int
 }
 
 /* e^x for the softmax arguments x = s - max <= 0 (up to rounding), in a form
- * the compiler vectorises (libm's expf is a scalar call): Cephes' expf,
- * x = n ln2 + r with |r| <= ln2/2, a degree-7 polynomial for e^r, 2^n put
- * into the exponent bits; relative error about 1e-7. x < -87 (below the
- * normal range), -INF included, gives 0; NaN stays NaN. */
-static inline float softmax_exp(float x) {
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float t = x * 1.44269504088896341f + shifter, n = t - shifter;
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union {
-        float f;
-        uint32_t u; /* unsigned: the exponent arithmetic wraps instead of overflowing */
-    } bits = {t}, pow2;
-    pow2.u = (bits.u - 0x4B400000u + 127u) << 23;
-    float y = p * pow2.f;
-    return x < -87.0f ? 0.0f : y;
-}
+ * the compiler vectorises (vm_exp; libm's expf is a scalar call). x < -87
+ * (below the normal range), -INF included, gives exactly 0; NaN stays NaN. */
+static inline float softmax_exp(float x) { return x < -87.0f ? 0.0f : vm_exp(x); }
 
 /* ---- attention forward -------------------------------------------------------
  * Per row, over key tiles: m' = max(m, rowmax S), P = exp(S - m'),
@@ -366,15 +347,13 @@ static void attn_bwd_task(const attn_geom *a, int64_t task, float *ws, void *arg
 enum { DROW_CHUNK = 64 };
 static void attn_drow(const attn_geom *a, const float *dO, const vlm_tensor *out, float *Drow) {
     int64_t rows = a->B * a->Tq * a->Hq, D = a->D;
-    size_t esize = vlm_dtype_size(out->dtype);
 #pragma omp parallel for if (rows * D >= VLM_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t h = r % a->Hq, i = r / a->Hq % a->Tq, b = r / (a->Hq * a->Tq);
-        const char *orow = (const char *)out->data + (size_t)(r * D) * esize;
-        float s = 0, o[DROW_CHUNK];
+        float s = 0, buf[DROW_CHUNK];
         for (int64_t d0 = 0; d0 < D; d0 += DROW_CHUNK) {
             int64_t n = D - d0 < DROW_CHUNK ? D - d0 : DROW_CHUNK;
-            vlm_load_as_f32(o, orow + (size_t)d0 * esize, out->dtype, n);
+            const float *o = vlm_chunk_f32(out, r * D + d0, n, buf);
             for (int64_t d = 0; d < n; d++)
                 s += dO[r * D + d0 + d] * o[d];
         }

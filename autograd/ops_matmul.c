@@ -291,6 +291,19 @@ static bool linear_x_ok(const vlm_ctx *ctx, const vlm_tensor *x) {
     return false;
 }
 
+/* r of vlm_linear_residual: f32 with the output's shape. */
+static bool residual_ok(const vlm_tensor *r, int ndim, const int64_t *shape) {
+    if (!vlm_check_f32("linear_residual", r, "residual")) return false;
+    bool same = r->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = r->shape[i] == shape[i];
+    if (same) return true;
+    char sr[64];
+    vlm_set_error("linear_residual: residual %s must have the output's shape [..., %lld]",
+                  vlm_shape_str(r, sr, sizeof sr), (long long)shape[ndim - 1]);
+    return false;
+}
+
 /* Y (f32, rows x out, or bf16 when y_bf16: BF16 mode only) = X W^T + bias in
  * the context's mode; *lx gets x's low-precision copy when keep_x. */
 static int linear_gemm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *bias, int64_t rows,
@@ -327,8 +340,6 @@ static int linear_gemm(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tensor *b
               out);
     return 0;
 }
-
-static bool residual_ok(const vlm_tensor *r, int ndim, const int64_t *shape);
 
 /* lowp: y in the context's storage type. BF16 mode has the GEMM write bf16;
  * F16 mode computes f32 in scratch and rounds it into y. r (f32, y's shape):
@@ -392,18 +403,6 @@ vlm_tensor *vlm_linear_lowp(vlm_ctx *ctx, vlm_tensor *x, vlm_tensor *w, vlm_tens
  * the linear's own output never exists apart from y, which saves an
  * activation the size of the residual stream per block (and the add's pass
  * over it; the sum is the same float as vlm_add(r, vlm_linear(...))). */
-
-static bool residual_ok(const vlm_tensor *r, int ndim, const int64_t *shape) {
-    if (!vlm_check_f32("linear_residual", r, "residual")) return false;
-    bool same = r->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++)
-        same = r->shape[i] == shape[i];
-    if (same) return true;
-    char sr[64];
-    vlm_set_error("linear_residual: residual %s must have the output's shape [..., %lld]",
-                  vlm_shape_str(r, sr, sizeof sr), (long long)shape[ndim - 1]);
-    return false;
-}
 
 vlm_tensor *vlm_linear_residual(vlm_ctx *ctx, vlm_tensor *r, vlm_tensor *x, vlm_tensor *w,
                                 vlm_tensor *bias) {

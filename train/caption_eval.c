@@ -69,11 +69,7 @@ void vlm_caption_evaluator_free(vlm_caption_evaluator *e) {
 /* Greedy captions of images [0, n) into hyps[n]. */
 static int caption_images(vlm_caption_evaluator *e, vlm_ctx *ctx, const vlm_model *m, int64_t n,
                           char **hyps) {
-    vlm_loader_opts lo = vlm_loader_opts_default(e->o.batch_size, e->o.image.size);
-    lo.image = e->o.image;
-    lo.sequential = true;
-    lo.num_threads = e->o.threads;
-    vlm_loader *l = vlm_loader_new(e->ds, &lo);
+    vlm_loader *l = vlm_eval_loader_new(e->ds, &e->o);
     if (!l) return -1;
     vlm_gen_opts g = vlm_caption_gen_opts(e->io, e->max_tokens);
     int rc = 0;

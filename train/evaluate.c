@@ -160,14 +160,18 @@ static int embed_texts(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m,
     return rc;
 }
 
+vlm_loader *vlm_eval_loader_new(vlm_dataset *ds, const vlm_eval_opts *o) {
+    vlm_loader_opts lo = vlm_loader_opts_default(o->batch_size, o->image.size);
+    lo.image = o->image;
+    lo.sequential = true;
+    lo.num_threads = o->threads;
+    return vlm_loader_new(ds, &lo);
+}
+
 /* Embeddings of images [0, n) into out [n, D], labels into labels[n]. */
 static int embed_images(vlm_evaluator *e, vlm_ctx *ctx, const vlm_model *m, int64_t n,
                         float *out, int32_t *labels) {
-    vlm_loader_opts lo = vlm_loader_opts_default(e->o.batch_size, e->o.image.size);
-    lo.image = e->o.image;
-    lo.sequential = true;
-    lo.num_threads = e->o.threads;
-    vlm_loader *l = vlm_loader_new(e->ds, &lo);
+    vlm_loader *l = vlm_eval_loader_new(e->ds, &e->o);
     if (!l) return -1;
     int D = m->cfg.vision.width, rc = 0;
     for (int64_t done = 0; !rc && done < n;) {

@@ -269,6 +269,10 @@ typedef struct {
     const char *templates;     /* "|"-separated, NULL or "" = vlm_class_templates */
 } vlm_eval_opts;
 
+/* The evaluation's image loader over ds: in order, no augmentation, o's
+ * image settings, batch size and threads. NULL with error. */
+vlm_loader *vlm_eval_loader_new(vlm_dataset *ds, const vlm_eval_opts *o);
+
 typedef struct vlm_evaluator vlm_evaluator;
 
 /* Opens the dataset and reads its captions once (texts deduplicated). */

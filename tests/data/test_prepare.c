@@ -18,16 +18,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-/* see data/image.c: stb's JPEG bit writer shifts a signed int too far */
-static void stbiw__jpg_writeBits() __attribute__((no_sanitize("shift")));
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wunused-function"
-#include <stb/stb_image_write.h>
-#pragma GCC diagnostic pop
+#include "stb_write.h"
 
 static char tmpdir[256];
 static const char *vlm_bin;
